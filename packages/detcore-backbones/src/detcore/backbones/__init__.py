@@ -1,0 +1,3 @@
+"""detcore.backbones: Backbone API, ResNet/ResNeXt, FPN, weight converters."""
+
+__all__: list[str] = []

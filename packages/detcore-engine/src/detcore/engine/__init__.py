@@ -1,0 +1,3 @@
+"""detcore.engine: data, augmentation, trainer, evaluation, predictor, visualizer, CLI."""
+
+__all__: list[str] = []

@@ -1,0 +1,16 @@
+"""detcore-heads's own plugin: declares the component kinds this package owns and registers its built-ins."""
+
+from detcore.plugins import hookimpl
+
+
+@hookimpl
+def detcore_register_components(registry):
+    registry.declare_kind("anchor_generator", "anchors per feature level")
+    registry.declare_kind("proposal_generator", "RPN-style proposal generators")
+    registry.declare_kind("rpn_head", "RPN prediction heads")
+    registry.declare_kind("roi_heads", "ROI heads: box, mask and keypoint branches")
+    registry.declare_kind("box_head", "box feature heads")
+    registry.declare_kind("mask_head", "mask heads")
+    registry.declare_kind("keypoint_head", "keypoint heads")
+    registry.declare_kind("dense_head", "one-stage dense detection heads (RetinaNet, FCOS)")
+    registry.declare_kind("sem_seg_head", "semantic segmentation heads")

@@ -1,0 +1,5 @@
+import sys
+
+from detcore.plugins.cli import main
+
+sys.exit(main())
