@@ -220,7 +220,7 @@ def test_box_losses_argument_errors(fn):
         fn(b[:, :3], b[:, :3])
     with pytest.raises(ValueError, match=r"\[\.\.\., 4\]"):
         fn(torch.tensor(1.0), torch.tensor(1.0))
-    with pytest.raises(TypeError, match="boxes1 must be a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"boxes1 must be a torch\.Tensor"):
         fn(b.tolist(), b)
     with pytest.raises(TypeError, match="floating"):
         fn(b.long(), b.long())
@@ -236,7 +236,7 @@ def test_smooth_l1_argument_errors():
         smooth_l1_loss(x, x, beta=1.0, reduction="mean ")
     with pytest.raises(TypeError, match="beta"):
         smooth_l1_loss(x, x, beta=torch.tensor(1.0))
-    with pytest.raises(TypeError, match="target must be a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"target must be a torch\.Tensor"):
         smooth_l1_loss(x, [0.0, 0.0, 0.0], beta=1.0)
 
 
