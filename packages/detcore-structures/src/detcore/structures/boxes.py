@@ -346,8 +346,8 @@ def pairwise_iou(boxes1: Boxes, boxes2: Boxes) -> torch.Tensor:
     """IoU of every pair of boxes (``XYXY_ABS``).
 
     ``IoU = inter / (area1 + area2 - inter)`` where ``inter > 0``, else 0 (so empty boxes give 0, never NaN).
-    On CPU the [N, M] result is computed in cache-sized blocks, so the peak memory is the output
-    plus a few blocks.
+    On CPU the [N, M] result is computed in blocks of 2^22 elements, so the peak memory is the output
+    plus two block-sized temporaries.
 
     Args:
         boxes1 (Boxes | Tensor[N, 4]): first set.
