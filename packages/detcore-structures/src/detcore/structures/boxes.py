@@ -6,7 +6,7 @@ covers ``[x0, x1] x [y0, y1]`` and its area is ``(x1 - x0) * (y1 - y0)``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from enum import IntEnum
 from typing import Any, Union
 
@@ -29,6 +29,8 @@ _RawBoxType = Union[list[float], tuple[float, ...], torch.Tensor, np.ndarray]  #
 # peak memory is two block-sized temporaries plus the [N, M] output. Smaller blocks fit in cache but
 # multiply the number of kernel launches, which costs more than it saves on a busy 2-thread machine.
 _IOU_BLOCK_ELEMENTS = 1 << 22
+# Above this many output elements, CPU pairwise_iou uses the native ``detcore.ops.box_iou`` when installed.
+_NATIVE_MIN_ELEMENTS = 4096
 
 
 class BoxMode(IntEnum):
@@ -313,6 +315,15 @@ def _iou_block(
     return inter.div_(union)
 
 
+def _native_box_iou() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """``detcore.ops.box_iou`` when the installed detcore-ops has it (looked up on each call, it is cheap)."""
+    try:
+        from detcore.ops import box_iou
+    except ImportError:
+        return None
+    return box_iou
+
+
 def _pairwise_ratio(boxes1: Any, boxes2: Any, ioa: bool) -> torch.Tensor:
     b1 = _box_tensor(boxes1, "boxes1")
     b2 = _box_tensor(boxes2, "boxes2")
@@ -324,6 +335,12 @@ def _pairwise_ratio(boxes1: Any, boxes2: Any, ioa: bool) -> torch.Tensor:
     b1 = b1.to(dtype)
     b2 = b2.to(dtype)
     n, m = b1.shape[0], b2.shape[0]
+    if not ioa and b1.device.type == "cpu" and not _is_tracing() and n * m > _NATIVE_MIN_ELEMENTS:
+        native = _native_box_iou()
+        if native is not None:
+            # one parallel native loop: same values (detectron2 semantics), no temporaries, and it keeps
+            # its speed when the CPU is shared, where a dozen elementwise torch kernels do not
+            return native(b1, b2)
     area1 = (b1[:, 2] - b1[:, 0]) * (b1[:, 3] - b1[:, 1])
     area2 = (b2[:, 2] - b2[:, 0]) * (b2[:, 3] - b2[:, 1])
     if b1.device.type != "cpu" or _is_tracing() or n * m <= _IOU_BLOCK_ELEMENTS or n == 0 or m == 0:
@@ -346,8 +363,10 @@ def pairwise_iou(boxes1: Boxes, boxes2: Boxes) -> torch.Tensor:
     """IoU of every pair of boxes (``XYXY_ABS``).
 
     ``IoU = inter / (area1 + area2 - inter)`` where ``inter > 0``, else 0 (so empty boxes give 0, never NaN).
-    On CPU the [N, M] result is computed in blocks of 2^22 elements, so the peak memory is the output
-    plus two block-sized temporaries.
+    Large CPU inputs (float32/float64 or promoted from half) go to the native ``detcore.ops.box_iou``
+    (one parallel loop, no temporaries). Otherwise, and on other devices, it is computed with torch
+    elementwise ops; on CPU in blocks of 2^22 elements, so the peak memory is the output plus two
+    block-sized temporaries.
 
     Args:
         boxes1 (Boxes | Tensor[N, 4]): first set.
