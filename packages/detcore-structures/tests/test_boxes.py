@@ -267,7 +267,7 @@ def test_pairwise_iou_vs_reference_and_torchvision():
     torch.testing.assert_close(half.double(), ref_pairwise_iou(b1.half(), b2.half()), atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("shape", [(3000, 50), (40, 7000), (1, 5)])
+@pytest.mark.parametrize("shape", [(3000, 50), (40, 3000), (1, 5)])
 def test_pairwise_iou_blocked_matches_unblocked(monkeypatch, shape):
     n, m = shape
     b1 = random_boxes(n, 3)
