@@ -169,32 +169,58 @@ void im2col(const Geometry& g, const T* input, const T* offset, const T* mask, T
 template <typename T>
 void col2im(const Geometry& g, const T* grad_columns, const T* offset, const T* mask, T* grad_input, int threads) {
   const int64_t kk = g.kk(), tile = g.tile_len(), cpg = g.channels_per_group(), plane = g.plane();
+  const int64_t out_w = g.out_w, width = g.width, col_stride = kk * tile;
+  const bool fast = g.height >= 2 && g.width >= 2;
   const int64_t planes = g.batch * g.channels;
   parallel_for(0, planes, 1, threads, [&](int64_t begin, int64_t end) {
-    std::vector<SamplePoint<T>> row(g.out_w);
-    std::vector<T> row_mask(g.out_w), weights(4 * g.out_w);
+    std::vector<SamplePoint<T>> row(out_w);
+    std::vector<T> row_mask(out_w);
+    GatherRow<T> table(out_w);
     int64_t q = begin;
     while (q < end) {
-      // Planes [q, q + n) share image b and offset group grp.
+      // Planes [q, q + (c1 - c0)) share image b and offset group grp; this thread owns them.
       const int64_t b = q / g.channels, c0 = q % g.channels, grp = c0 / cpg;
       const int64_t c1 = std::min((grp + 1) * cpg, c0 + (end - q));
+      T* plane0 = grad_input + (b * g.channels + c0) * plane;
       for (int64_t k = 0; k < kk; ++k) {
         for (int64_t ho = g.row_begin; ho < g.row_begin + g.row_count; ++ho) {
           build_row<T>(g, offset, mask, b, grp, k, ho, row.data(), row_mask.data());
-          for (int64_t wo = 0; wo < g.out_w; ++wo)
-            deform::bilinear_weights<T>(row[wo], row_mask[wo], &weights[4 * wo]);
-          for (int64_t c = c0; c < c1; ++c) {
-            T* dst = grad_input + (b * g.channels + c) * plane;
-            const T* src = grad_columns + ((b * g.channels + c) * kk + k) * tile + (ho - g.row_begin) * g.out_w;
-            for (int64_t wo = 0; wo < g.out_w; ++wo) {
-              const SamplePoint<T>& p = row[wo];
-              const T* w = &weights[4 * wo];
-              const T gv = src[wo];
-              // Zero weights (invalid neighbour, outside point, or exact integer coordinate) are skipped,
-              // as torchvision's col2im skips neighbours at distance >= 1.
-              for (int n = 0; n < 4; ++n)
-                if (w[n] != T(0)) dst[p.idx[n]] += w[n] * gv;
+          table.build(row.data(), row_mask.data(), out_w);
+          const T* gcol0 = grad_columns + ((b * g.channels + c0) * kk + k) * tile + (ho - g.row_begin) * out_w;
+          if (fast) {
+            // Interior points, point-major: weights in registers, one read-modify-write stream per plane.
+            const int64_t* base = table.base.data();
+            const T *w0 = table.w.data(), *w1 = w0 + out_w, *w2 = w1 + out_w, *w3 = w2 + out_w;
+            for (int64_t wo = 0; wo < out_w; ++wo) {
+              if (w0[wo] == T(0) && w1[wo] == T(0) && w2[wo] == T(0) && w3[wo] == T(0)) continue;
+              const T a0 = w0[wo], a1 = w1[wo], a2 = w2[wo], a3 = w3[wo];
+              T* d = plane0 + base[wo];
+              const T* gc = gcol0 + wo;
+              for (int64_t c = c0; c < c1; ++c, d += plane, gc += col_stride) {
+                const T gv = *gc;
+                d[0] += a0 * gv;
+                d[1] += a1 * gv;
+                d[width] += a2 * gv;
+                d[width + 1] += a3 * gv;
+              }
             }
+          }
+          // Border points (every point when no point can be interior): only neighbours with a non-zero
+          // weight receive gradient, as torchvision's col2im skips neighbours at distance >= 1.
+          auto scatter = [&](int64_t wo) {
+            const SamplePoint<T>& p = row[wo];
+            T w[4];
+            deform::bilinear_weights<T>(p, row_mask[wo], w);
+            T* d = plane0;
+            const T* gc = gcol0 + wo;
+            for (int64_t c = c0; c < c1; ++c, d += plane, gc += col_stride)
+              for (int n = 0; n < 4; ++n)
+                if (w[n] != T(0)) d[p.idx[n]] += w[n] * *gc;
+          };
+          if (fast) {
+            for (const int64_t wo : table.border) scatter(wo);
+          } else {
+            for (int64_t wo = 0; wo < out_w; ++wo) scatter(wo);
           }
         }
       }
@@ -203,15 +229,18 @@ void col2im(const Geometry& g, const T* grad_columns, const T* offset, const T* 
   });
 }
 
+// grad_offset and grad_mask of one sampling point only need S[n] = sum over the group's channels of
+// grad_column * neighbour n (the value, d/dy and d/dx are linear in the neighbours), so the channel loop is
+// four multiply-adds per channel and the bilinear algebra runs once per point.
 template <typename T>
 void grad_offset_mask(const Geometry& g, const T* grad_columns, const T* input, const T* offset, const T* mask,
                       T* grad_offset, T* grad_mask, int threads) {
   const int64_t kk = g.kk(), len = g.out_len(), tile = g.tile_len(), cpg = g.channels_per_group();
-  const int64_t plane = g.plane();
+  const int64_t plane = g.plane(), out_w = g.out_w, width = g.width, col_stride = kk * tile;
   const int64_t rows = g.batch * g.groups * kk * g.row_count;
   parallel_for(0, rows, 1, threads, [&](int64_t begin, int64_t end) {
-    std::vector<SamplePoint<T>> row(g.out_w);
-    std::vector<T> row_mask(g.out_w), gy(g.out_w), gx(g.out_w), gm(g.out_w);
+    std::vector<SamplePoint<T>> row(out_w);
+    std::vector<T> row_mask(out_w);
     for (int64_t r = begin; r < end; ++r) {
       const int64_t ho = g.row_begin + r % g.row_count;
       int64_t t = r / g.row_count;
@@ -219,32 +248,41 @@ void grad_offset_mask(const Geometry& g, const T* grad_columns, const T* input, 
       t /= kk;
       const int64_t grp = t % g.groups, b = t / g.groups;
       build_row<T>(g, offset, mask, b, grp, k, ho, row.data(), row_mask.data());
-      std::fill(gy.begin(), gy.end(), T(0));
-      std::fill(gx.begin(), gx.end(), T(0));
-      std::fill(gm.begin(), gm.end(), T(0));
-      for (int64_t c = grp * cpg; c < (grp + 1) * cpg; ++c) {
-        const T* src = input + (b * g.channels + c) * plane;
-        const T* gcol = grad_columns + ((b * g.channels + c) * kk + k) * tile + (ho - g.row_begin) * g.out_w;
-        for (int64_t wo = 0; wo < g.out_w; ++wo) {
-          const SamplePoint<T>& p = row[wo];
-          T v[4], dy, dx;
-          deform::corner_values<T>(src, p, v);
-          deform::coordinate_grads<T>(p, v, dy, dx);
-          const T cg = gcol[wo];
-          gy[wo] += cg * dy;
-          gx[wo] += cg * dx;
-          if (g.use_mask) gm[wo] += cg * deform::bilinear_from_corners<T>(p, v);
-        }
-      }
-      T* out_y = grad_offset + ((b * g.groups + grp) * 2 * kk + 2 * k) * len + ho * g.out_w;
+      const int64_t c0 = grp * cpg;
+      const T* src0 = input + (b * g.channels + c0) * plane;
+      const T* gcol0 = grad_columns + ((b * g.channels + c0) * kk + k) * tile + (ho - g.row_begin) * out_w;
+      T* out_y = grad_offset + ((b * g.groups + grp) * 2 * kk + 2 * k) * len + ho * out_w;
       T* out_x = out_y + len;
-      for (int64_t wo = 0; wo < g.out_w; ++wo) {
-        out_y[wo] = row_mask[wo] * gy[wo];
-        out_x[wo] = row_mask[wo] * gx[wo];
-      }
-      if (g.use_mask) {
-        T* out_m = grad_mask + ((b * g.groups + grp) * kk + k) * len + ho * g.out_w;
-        std::copy(gm.begin(), gm.end(), out_m);
+      T* out_m = g.use_mask ? grad_mask + ((b * g.groups + grp) * kk + k) * len + ho * out_w : nullptr;
+      for (int64_t wo = 0; wo < out_w; ++wo) {
+        const SamplePoint<T>& p = row[wo];
+        T sum[4] = {T(0), T(0), T(0), T(0)};
+        const bool all_valid = p.valid[0] != T(0) && p.valid[1] != T(0) && p.valid[2] != T(0) && p.valid[3] != T(0);
+        const bool any_valid = p.valid[0] != T(0) || p.valid[1] != T(0) || p.valid[2] != T(0) || p.valid[3] != T(0);
+        const T* gc = gcol0 + wo;
+        if (all_valid) {
+          const T* s = src0 + p.idx[0];
+          for (int64_t c = 0; c < cpg; ++c, s += plane, gc += col_stride) {
+            const T gv = *gc;
+            sum[0] += gv * s[0];
+            sum[1] += gv * s[1];
+            sum[2] += gv * s[width];
+            sum[3] += gv * s[width + 1];
+          }
+        } else if (any_valid) {
+          const T* s = src0;
+          for (int64_t c = 0; c < cpg; ++c, s += plane, gc += col_stride) {
+            T v[4];
+            deform::corner_values<T>(s, p, v);
+            const T gv = *gc;
+            for (int n = 0; n < 4; ++n) sum[n] += gv * v[n];
+          }
+        }
+        T dy, dx;
+        deform::coordinate_grads<T>(p, sum, dy, dx);
+        out_y[wo] = row_mask[wo] * dy;
+        out_x[wo] = row_mask[wo] * dx;
+        if (out_m != nullptr) out_m[wo] = deform::bilinear_from_corners<T>(p, sum);
       }
     }
   });
