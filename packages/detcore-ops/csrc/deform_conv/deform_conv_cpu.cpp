@@ -11,9 +11,11 @@
 // mask [B, G * KK, Ho, Wo] (ignored when use_mask is false); columns [B, C * KK, R * Wo] for the output rows
 // [row_begin, row_begin + R) (a tile; Python keeps the buffer small enough to stay in cache).
 // Bilinear weights of one output row are computed once and reused for every channel of the offset group.
-// Parallelism: im2col and grad_offset_mask over (b, group, k, ho) rows, each writing its own outputs;
-// col2im over (b, c) planes, so each thread owns whole grad_input planes (no atomics, no races).
+// Parallelism (dynamic chunks, see parallel_for_dynamic): im2col and grad_offset_mask over (b, group, k, ho)
+// rows, each writing its own outputs; col2im over (b, c) planes, so each chunk owns whole grad_input planes
+// (no atomics, no races).
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -30,6 +32,29 @@ namespace detcore {
 namespace {
 
 using deform::SamplePoint;
+
+// parallel_for with dynamic scheduling: workers take chunks of `chunk` items from a shared counter, so when
+// one thread is descheduled (a busy machine) the others take over its share instead of waiting for it at
+// the join. f(b, e) must accept any sub-range; chunks are handed out in increasing order.
+template <typename F>
+void parallel_for_dynamic(int64_t begin, int64_t end, int64_t chunk, int num_threads, F&& f) {
+  chunk = std::max<int64_t>(chunk, 1);
+  const int64_t chunks = (end - begin + chunk - 1) / chunk;
+  if (chunks <= 0) return;
+  const int threads = static_cast<int>(std::min<int64_t>(std::max(num_threads, 1), chunks));
+  std::atomic<int64_t> next{0};
+  parallel_for(0, threads, 1, threads, [&](int64_t, int64_t) {
+    for (int64_t c = next.fetch_add(1); c < chunks; c = next.fetch_add(1)) {
+      const int64_t b = begin + c * chunk;
+      f(b, std::min(end, b + chunk));
+    }
+  });
+}
+
+// About 16 chunks per thread, but at least `min_chunk` items each.
+inline int64_t chunk_size(int64_t items, int threads, int64_t min_chunk) {
+  return std::max<int64_t>(min_chunk, items / (16 * static_cast<int64_t>(std::max(threads, 1))));
+}
 
 struct Geometry {
   int64_t batch, channels, height, width, out_h, out_w, kh, kw;
@@ -116,7 +141,7 @@ void im2col(const Geometry& g, const T* input, const T* offset, const T* mask, T
   // With fewer than 2 rows or columns no point is interior (and base + W + 1 could leave the plane).
   const bool fast = g.height >= 2 && g.width >= 2;
   const int64_t rows = g.batch * g.groups * kk * g.row_count;
-  parallel_for(0, rows, 1, threads, [&](int64_t begin, int64_t end) {
+  parallel_for_dynamic(0, rows, chunk_size(rows, threads, 1), threads, [&](int64_t begin, int64_t end) {
     std::vector<SamplePoint<T>> row(out_w);
     std::vector<T> row_mask(out_w);
     GatherRow<T> table(out_w);
@@ -172,7 +197,8 @@ void col2im(const Geometry& g, const T* grad_columns, const T* offset, const T* 
   const int64_t out_w = g.out_w, width = g.width, col_stride = kk * tile;
   const bool fast = g.height >= 2 && g.width >= 2;
   const int64_t planes = g.batch * g.channels;
-  parallel_for(0, planes, 1, threads, [&](int64_t begin, int64_t end) {
+  // Chunks of whole planes: each thread owns the planes of the chunks it takes.
+  parallel_for_dynamic(0, planes, chunk_size(planes, threads, 1), threads, [&](int64_t begin, int64_t end) {
     std::vector<SamplePoint<T>> row(out_w);
     std::vector<T> row_mask(out_w);
     GatherRow<T> table(out_w);
@@ -238,7 +264,7 @@ void grad_offset_mask(const Geometry& g, const T* grad_columns, const T* input, 
   const int64_t kk = g.kk(), len = g.out_len(), tile = g.tile_len(), cpg = g.channels_per_group();
   const int64_t plane = g.plane(), out_w = g.out_w, width = g.width, col_stride = kk * tile;
   const int64_t rows = g.batch * g.groups * kk * g.row_count;
-  parallel_for(0, rows, 1, threads, [&](int64_t begin, int64_t end) {
+  parallel_for_dynamic(0, rows, chunk_size(rows, threads, 1), threads, [&](int64_t begin, int64_t end) {
     std::vector<SamplePoint<T>> row(out_w);
     std::vector<T> row_mask(out_w);
     for (int64_t r = begin; r < end; ++r) {
