@@ -473,3 +473,27 @@ def test_block_plan_covers_every_row_once(monkeypatch):
     ]:
         monkeypatch.setattr(deform_conv_module, "_BLOCK_ELEMENTS", budget)
         assert deform_conv_module._Prepared(*args).blocks() == want
+
+
+def test_non_finite_input_pixel_only_reaches_samples_that_use_it():
+    """An inf at pixel (0, 0) reaches exactly the outputs torchvision's reaches (out-of-plane neighbours read 0)."""
+    x, offset, weight, bias, mask, kwargs = _make(CONFIGS[0], dtype=torch.float64, offset_scale=2.0)
+    x = x.clone()
+    x[:, :, 0, 0] = math.inf
+    out = deform_conv2d(x, offset, weight, bias, mask=mask, **kwargs)
+    tv = torchvision.ops.deform_conv2d(x, offset, weight, bias, mask=mask, **kwargs)
+    finite = torch.isfinite(tv)
+    assert 0 < finite.sum() < finite.numel()
+    assert torch.equal(torch.isfinite(out), finite)
+    torch.testing.assert_close(out[finite], tv[finite])
+
+
+def test_deform_conv_module_with_bias_extension():
+    conv = DeformConv(2, 4, 3, padding=1, bias=True)
+    assert set(conv.state_dict()) == {"weight", "bias"} and torch.count_nonzero(conv.bias) == 0
+    with torch.no_grad():
+        conv.bias.fill_(0.5)
+    x, offset = torch.randn(1, 2, 5, 5), torch.randn(1, 18, 5, 5)
+    torch.testing.assert_close(
+        conv(x, offset), torchvision.ops.deform_conv2d(x, offset, conv.weight, conv.bias, padding=1)
+    )

@@ -16,7 +16,8 @@ float32), or, when one image needs more, tiles of ``max(1, 2**24 // (C * kh * kw
 image, so memory stays bounded for large inputs. The forward holds one such buffer, the backward two. Smaller
 blocks keep the buffer in cache and need less CPU time on an idle machine, but every block is a few more
 torch GEMM calls (OpenMP fork/join) and native thread launches, which cost far more than they save once the
-machine is busy (measured: 2 threads, 2x64x100x168 input, block 2**18 was 4x slower than 2**24 under load).
+machine is busy (measured: 2 threads, 2x64x100x168 input, block 2**18 was about 5x slower than 2**24 under
+load, and 2**20 about 2x).
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ def deform_conv2d(
     Returns:
         Tensor[N, C_out, Hout, Wout]: ``Hout = (H + 2 * pad_h - (dil_h * (kh - 1) + 1)) // stride_h + 1``,
         likewise Wout.
+
+    Differentiable (once; no double backward) in input, offset, weight, bias and mask. At sampling points with
+    integer coordinates the offset gradient is torchvision's one-sided derivative.
     """
     check_tensor("input", input)
     check_tensor("offset", offset)
