@@ -399,8 +399,9 @@ def _deform_conv2d_backward_cpu(
     p = _Prepared(input, weight, offset, mask, bias, sh, sw, ph, pw, dh, dw, groups, offset_groups, use_mask)
     grad = grad.to(p.dtype).contiguous()
     grad_input = torch.zeros_like(p.x)
-    grad_offset = torch.zeros_like(p.offset)
-    grad_mask = torch.zeros_like(p.mask) if use_mask else None
+    # Every element of grad_offset / grad_mask is written by the native kernel (all blocks cover all rows).
+    grad_offset = torch.empty_like(p.offset)
+    grad_mask = torch.empty_like(p.mask) if use_mask else None
     grad_weight = torch.zeros((p.groups, p.c_out // p.groups, p.k_group), dtype=p.dtype)
     grad_bias = grad.sum(dim=(0, 2, 3))
     if p.n > 0 and p.length > 0:
