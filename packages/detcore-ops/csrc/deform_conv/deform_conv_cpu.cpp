@@ -197,8 +197,10 @@ void col2im(const Geometry& g, const T* grad_columns, const T* offset, const T* 
   const int64_t out_w = g.out_w, width = g.width, col_stride = kk * tile;
   const bool fast = g.height >= 2 && g.width >= 2;
   const int64_t planes = g.batch * g.channels;
-  // Chunks of whole planes: each thread owns the planes of the chunks it takes.
-  parallel_for_dynamic(0, planes, chunk_size(planes, threads, 1), threads, [&](int64_t begin, int64_t end) {
+  // Chunks of whole planes: each thread owns the planes of the chunks it takes. Every chunk recomputes the
+  // sampling points of all output rows, so chunks are few and large (two per thread).
+  const int64_t plane_chunk = (planes + 2 * threads - 1) / (2 * static_cast<int64_t>(std::max(threads, 1)));
+  parallel_for_dynamic(0, planes, plane_chunk, threads, [&](int64_t begin, int64_t end) {
     std::vector<SamplePoint<T>> row(out_w);
     std::vector<T> row_mask(out_w);
     GatherRow<T> table(out_w);
