@@ -217,6 +217,8 @@ void col2im(const Geometry& g, const T* grad_columns, const T* offset, const T* 
           const T* gcol0 = grad_columns + ((b * g.channels + c0) * kk + k) * tile + (ho - g.row_begin) * out_w;
           if (fast) {
             // Interior points, point-major: weights in registers, one read-modify-write stream per plane.
+            // (A zero weight here, at an integer coordinate, adds 0 * grad: it differs from torchvision's skip
+            // only for a non-finite grad.)
             const int64_t* base = table.base.data();
             const T *w0 = table.w.data(), *w1 = w0 + out_w, *w2 = w1 + out_w, *w3 = w2 + out_w;
             for (int64_t wo = 0; wo < out_w; ++wo) {
