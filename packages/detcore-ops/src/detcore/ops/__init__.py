@@ -1,8 +1,17 @@
 """detcore.ops: native ops as torch custom ops (namespace ``torch.ops.detcore``), nn layers and losses,
 with the semantics of ``detectron2.layers``."""
 
-from detcore.ops._dispatch import MissingKernelError
-from detcore.ops._native import NativeOpsUnavailableError
+from detcore.ops._dispatch import (
+    MissingKernelError,
+)
+from detcore.ops._native import (
+    NativeOpsUnavailableError,
+)
+from detcore.ops.deform_conv import (
+    DeformConv,
+    ModulatedDeformConv,
+    deform_conv2d,
+)
 from detcore.ops.layers import (
     ASPP,
     BatchNorm2d,
@@ -33,7 +42,10 @@ from detcore.ops.losses import (
     sigmoid_focal_loss_star_jit,
     smooth_l1_loss,
 )
-from detcore.ops.nms import batched_nms, nms
+from detcore.ops.nms import (
+    batched_nms,
+    nms,
+)
 
 __all__ = [
     "ASPP",
@@ -41,11 +53,13 @@ __all__ = [
     "CNNBlockBase",
     "Conv2d",
     "ConvTranspose2d",
+    "DeformConv",
     "DepthwiseSeparableConv2d",
     "FrozenBatchNorm2d",
     "LayerNorm",
     "Linear",
     "MissingKernelError",
+    "ModulatedDeformConv",
     "NaiveSyncBatchNorm",
     "NativeOpsUnavailableError",
     "ShapeSpec",
@@ -54,6 +68,7 @@ __all__ = [
     "c2_xavier_fill",
     "cat",
     "ciou_loss",
+    "deform_conv2d",
     "diou_loss",
     "fold_frozen_bn_into_conv",
     "get_norm",
