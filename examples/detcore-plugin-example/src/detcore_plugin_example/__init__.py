@@ -1,0 +1,3 @@
+"""An example third-party detcore plugin (see README.md)."""
+
+__all__: list[str] = []
