@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from detcore.backbones.backbone import Backbone
 from detcore.backbones.resnet import ResNetConfig, build_resnet_backbone
-from detcore.ops import Conv2d, ShapeSpec, get_norm
+from detcore.ops import Conv2d, ShapeSpec, c2_xavier_fill, get_norm
 
 __all__ = [
     "FPN",
@@ -22,15 +22,7 @@ __all__ = [
     "ResNetFPNConfig",
     "build_resnet_fpn_backbone",
     "build_retinanet_resnet_fpn_backbone",
-    "c2_xavier_fill",
 ]
-
-
-def c2_xavier_fill(module: nn.Module) -> None:
-    """Caffe2's XavierFill: weight ~ kaiming_uniform(a=1), bias 0 (detectron2's init for FPN convs)."""
-    nn.init.kaiming_uniform_(module.weight, a=1)
-    if getattr(module, "bias", None) is not None:
-        nn.init.constant_(module.bias, 0)
 
 
 class LastLevelMaxPool(nn.Module):

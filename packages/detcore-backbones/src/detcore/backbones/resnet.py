@@ -13,14 +13,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from detcore.backbones.backbone import Backbone
-from detcore.ops import (
-    CNNBlockBase,
-    Conv2d,
-    DeformConv,
-    ModulatedDeformConv,
-    ShapeSpec,
-    get_norm,
-)
+from detcore.ops import CNNBlockBase, Conv2d, ShapeSpec, c2_msra_fill, get_norm
 
 __all__ = [
     "BasicBlock",
@@ -30,7 +23,6 @@ __all__ = [
     "ResNet",
     "ResNetConfig",
     "build_resnet_backbone",
-    "c2_msra_fill",
     "make_stage",
 ]
 
@@ -49,13 +41,6 @@ def _check_depth(depth: int) -> list[int]:
     if depth not in _NUM_BLOCKS_PER_STAGE:
         raise ValueError(f"depth must be one of {sorted(_NUM_BLOCKS_PER_STAGE)}, got {depth!r}")
     return _NUM_BLOCKS_PER_STAGE[depth]
-
-
-def c2_msra_fill(module: nn.Module) -> None:
-    """Caffe2's MSRAFill: weight ~ kaiming_normal(fan_out, relu), bias 0 (detectron2's init for ResNet convs)."""
-    nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-    if getattr(module, "bias", None) is not None:
-        nn.init.constant_(module.bias, 0)
 
 
 class BasicBlock(CNNBlockBase):
@@ -240,6 +225,9 @@ class DeformBottleneckBlock(CNNBlockBase):
             bias=False,
             norm=get_norm(norm, bottleneck_channels),
         )
+        # imported here so that detcore.backbones works without the deformable-conv ops
+        from detcore.ops import DeformConv, ModulatedDeformConv
+
         if deform_modulated:
             deform_conv_op: type[nn.Module] = ModulatedDeformConv
             offset_channels = 27  # x, y offsets and a mask value for each of the 3x3 taps
