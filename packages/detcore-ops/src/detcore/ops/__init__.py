@@ -3,11 +3,17 @@ with the semantics of ``detectron2.layers``."""
 
 from detcore.ops._dispatch import MissingKernelError
 from detcore.ops._native import NativeOpsUnavailableError
+from detcore.ops.box_iou import box_iou
 from detcore.ops.nms import batched_nms, nms
+from detcore.ops.rotated import batched_nms_rotated, box_iou_rotated, nms_rotated
 
 __all__ = [
     "MissingKernelError",
     "NativeOpsUnavailableError",
     "batched_nms",
+    "batched_nms_rotated",
+    "box_iou",
+    "box_iou_rotated",
     "nms",
+    "nms_rotated",
 ]
