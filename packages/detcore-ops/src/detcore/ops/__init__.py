@@ -5,6 +5,7 @@ from detcore.ops._dispatch import MissingKernelError
 from detcore.ops._native import NativeOpsUnavailableError
 from detcore.ops.box_iou import box_iou
 from detcore.ops.nms import batched_nms, nms
+from detcore.ops.paste_masks import paste_masks_in_image
 from detcore.ops.rotated import batched_nms_rotated, box_iou_rotated, nms_rotated
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "box_iou_rotated",
     "nms",
     "nms_rotated",
+    "paste_masks_in_image",
 ]
