@@ -9,7 +9,9 @@ import torchvision
 from detcore.ops import box_iou
 
 
-def _random_boxes(n: int, seed: int, dtype: torch.dtype = torch.float32, scale: float = 100.0) -> torch.Tensor:
+def _random_boxes(
+    n: int, seed: int, dtype: torch.dtype = torch.float32, scale: float = 100.0
+) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * scale
     wh = torch.rand(n, 2, generator=g, dtype=torch.float64) * scale / 3 + 0.5

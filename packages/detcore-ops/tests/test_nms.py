@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torchvision
@@ -9,7 +11,9 @@ import torchvision
 from detcore.ops import batched_nms, nms
 
 
-def _random_boxes(n: int, seed: int, dtype: torch.dtype = torch.float32, scale: float = 100.0) -> torch.Tensor:
+def _random_boxes(
+    n: int, seed: int, dtype: torch.dtype = torch.float32, scale: float = 100.0
+) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * scale
     wh = torch.rand(n, 2, generator=g, dtype=torch.float64) * scale / 4 + 1
@@ -106,7 +110,7 @@ def test_tied_scores_are_stable_and_valid_greedy():
 def _valid_greedy(boxes, scores, keep, thr) -> bool:
     kept = keep.tolist()
     # kept boxes are in non-increasing score order and never overlap each other above thr
-    if any(float(scores[a]) < float(scores[b]) for a, b in zip(kept, kept[1:])):
+    if any(float(scores[a]) < float(scores[b]) for a, b in itertools.pairwise(kept)):
         return False
     for x, i in enumerate(kept):
         for j in kept[x + 1 :]:
@@ -188,7 +192,8 @@ def test_dtypes(dtype):
     assert torch.equal(keep, torchvision.ops.nms(boxes.double(), scores.double(), 0.5))
     idxs = torch.randint(0, 3, (120,), generator=g)
     assert torch.equal(
-        batched_nms(boxes, scores, idxs, 0.5), torchvision.ops.batched_nms(boxes.double(), scores.double(), idxs, 0.5)
+        batched_nms(boxes, scores, idxs, 0.5),
+        torchvision.ops.batched_nms(boxes.double(), scores.double(), idxs, 0.5),
     )
 
 

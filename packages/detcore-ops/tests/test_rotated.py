@@ -24,7 +24,10 @@ def _corners(box) -> list[tuple[float, float]]:
     x, y, w, h, a = (float(v) for v in box)
     # Counter-clockwise as seen in an image (y pointing down): a rotation by -angle in x/y coordinates.
     c, s = math.cos(math.radians(a)), -math.sin(math.radians(a))
-    return [(x + c * dx - s * dy, y + s * dx + c * dy) for dx, dy in ((-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2))]
+    return [
+        (x + c * dx - s * dy, y + s * dx + c * dy)
+        for dx, dy in ((-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2))
+    ]
 
 
 def _area(poly) -> float:
@@ -33,14 +36,18 @@ def _area(poly) -> float:
 
 def _clip(subject, clipper):
     """Sutherland-Hodgman: subject polygon clipped by a convex clipper (float64)."""
-    sign = 1.0 if sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(clipper, clipper[1:] + clipper[:1])) > 0 else -1.0
+    sign = (
+        1.0
+        if sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(clipper, clipper[1:] + clipper[:1])) > 0
+        else -1.0
+    )
     out = subject
     for (ax, ay), (bx, by) in zip(clipper, clipper[1:] + clipper[:1]):
         if not out:
             break
         inp, out = out, []
 
-        def side(p):
+        def side(p, ax=ax, ay=ay, bx=bx, by=by):
             return sign * ((bx - ax) * (p[1] - ay) - (by - ay) * (p[0] - ax))
 
         for p, q in zip(inp, inp[1:] + inp[:1]):
@@ -82,7 +89,9 @@ def _reference_nms(iou: torch.Tensor, scores: torch.Tensor, thr: float, idxs=Non
     return keep
 
 
-def _random_rotated(n: int, seed: int, dtype=torch.float32, extent=(200.0, 150.0), size=(5.0, 60.0)) -> torch.Tensor:
+def _random_rotated(
+    n: int, seed: int, dtype=torch.float32, extent=(200.0, 150.0), size=(5.0, 60.0)
+) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     b = torch.empty(n, 5, dtype=torch.float64)
     b[:, 0] = torch.rand(n, generator=g, dtype=torch.float64) * extent[0]
@@ -127,7 +136,12 @@ def test_box_iou_rotated_matches_float64_polygon_clipping():
     expected = _reference_iou(a, b)
     assert (expected > 0).float().mean() > 0.3  # mostly overlapping pairs
     torch.testing.assert_close(box_iou_rotated(a, b), expected, rtol=0, atol=1e-9)
-    torch.testing.assert_close(box_iou_rotated(a.float(), b.float()).double(), _reference_iou(a.float(), b.float()), rtol=0, atol=2e-5)
+    torch.testing.assert_close(
+        box_iou_rotated(a.float(), b.float()).double(),
+        _reference_iou(a.float(), b.float()),
+        rtol=0,
+        atol=2e-5,
+    )
 
 
 def test_box_iou_rotated_far_apart_and_parallel_rows():
@@ -154,7 +168,9 @@ def test_box_iou_rotated_huge_coordinates_shift_invariant():
     a = _random_rotated(20, 4, torch.float64, extent=(80, 80))
     b = _random_rotated(10, 5, torch.float64, extent=(80, 80))
     shift = torch.tensor([1e6, -1e6, 0, 0, 0], dtype=torch.float64)
-    torch.testing.assert_close(box_iou_rotated(a + shift, b + shift), box_iou_rotated(a, b), rtol=0, atol=1e-8)
+    torch.testing.assert_close(
+        box_iou_rotated(a + shift, b + shift), box_iou_rotated(a, b), rtol=0, atol=1e-8
+    )
 
 
 def test_box_iou_rotated_dtypes_and_layout():
@@ -179,7 +195,9 @@ def test_nms_rotated_matches_golden():
     boxes, scores, idxs = (torch.from_numpy(d[k]) for k in ("boxes", "scores", "idxs"))
     for thr in (0.1, 0.3, 0.5, 0.7, 0.9):
         assert torch.equal(nms_rotated(boxes, scores, thr), torch.from_numpy(d[f"keep_{thr}"]))
-        assert torch.equal(batched_nms_rotated(boxes, scores, idxs, thr), torch.from_numpy(d[f"batched_keep_{thr}"]))
+        assert torch.equal(
+            batched_nms_rotated(boxes, scores, idxs, thr), torch.from_numpy(d[f"batched_keep_{thr}"])
+        )
 
 
 def test_nms_rotated_matches_golden_clusters():
@@ -187,8 +205,12 @@ def test_nms_rotated_matches_golden_clusters():
     boxes, scores, idxs = (torch.from_numpy(d[k]) for k in ("boxes", "scores", "idxs"))
     for thr in (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0):
         assert torch.equal(nms_rotated(boxes, scores, thr), torch.from_numpy(d[f"keep_{thr}"]))
-        assert torch.equal(batched_nms_rotated(boxes, scores, idxs, thr), torch.from_numpy(d[f"batched_keep_{thr}"]))
-    assert torch.equal(nms_rotated(torch.from_numpy(d["boxes_f64"]), scores, 0.5), torch.from_numpy(d["keep_f64_0.5"]))
+        assert torch.equal(
+            batched_nms_rotated(boxes, scores, idxs, thr), torch.from_numpy(d[f"batched_keep_{thr}"])
+        )
+    assert torch.equal(
+        nms_rotated(torch.from_numpy(d["boxes_f64"]), scores, 0.5), torch.from_numpy(d["keep_f64_0.5"])
+    )
     empty = nms_rotated(torch.zeros(0, 5), torch.zeros(0), 0.5)
     assert empty.dtype == torch.int64 and list(empty.shape) == d["empty_keep_shape"].tolist()
     empty = batched_nms_rotated(torch.zeros(0, 5), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5)
@@ -198,10 +220,12 @@ def test_nms_rotated_matches_golden_clusters():
 @pytest.mark.parametrize("thr", [0.05, 0.3, 0.5, 0.7, 0.95])
 def test_nms_rotated_matches_greedy_reference(thr):
     # Mixed sizes including thin boxes and tight clusters, enough boxes for the x-sorted window.
-    boxes = torch.cat([
-        _random_rotated(250, 8, torch.float64, extent=(400, 300), size=(2, 80)),
-        _random_rotated(100, 9, torch.float64, extent=(40, 40), size=(10, 30)),
-    ])
+    boxes = torch.cat(
+        [
+            _random_rotated(250, 8, torch.float64, extent=(400, 300), size=(2, 80)),
+            _random_rotated(100, 9, torch.float64, extent=(40, 40), size=(10, 30)),
+        ]
+    )
     boxes[::7, 3] = 0.5  # thin
     scores = torch.rand(350, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
     idxs = torch.randint(0, 3, (350,), generator=torch.Generator().manual_seed(11))

@@ -30,7 +30,9 @@ def _image_shape(image_shape: object) -> tuple[int, int]:
     return values[0], values[1]
 
 
-def paste_masks_in_image(masks: Tensor, boxes: Tensor | object, image_shape: Sequence[int], threshold: float = 0.5) -> Tensor:
+def paste_masks_in_image(
+    masks: Tensor, boxes: Tensor | object, image_shape: Sequence[int], threshold: float = 0.5
+) -> Tensor:
     """Pastes per-instance masks (e.g. 28x28) into their boxes in an image of size ``image_shape``.
 
     detectron2's accurate variant: image pixel (x, y) samples the mask at its centre (x + 0.5, y + 0.5)
@@ -49,8 +51,9 @@ def paste_masks_in_image(masks: Tensor, boxes: Tensor | object, image_shape: Seq
         threshold (float): binarisation threshold; a negative value returns the soft mask instead.
 
     Returns:
-        Tensor[N, height, width]: bool ``soft >= threshold`` when threshold >= 0, otherwise uint8
-        ``soft * 255`` truncated.
+        Tensor[N, height, width]: bool ``soft >= threshold`` when threshold >= 0 (pixels outside the sampled
+        range are False, even for threshold 0), otherwise uint8 ``soft * 255`` truncated. Zero masks give
+        an empty tensor of that dtype (detectron2 returns uint8 there).
     """
     check_tensor("masks", masks)
     if not isinstance(boxes, Tensor) and isinstance(getattr(boxes, "tensor", None), Tensor):
@@ -62,7 +65,9 @@ def paste_masks_in_image(masks: Tensor, boxes: Tensor | object, image_shape: Seq
     check_shape("masks", masks, (None, None, None), "[N, Hm, Wm]")
     check_shape("boxes", boxes, (None, 4), "[N, 4] (x1, y1, x2, y2)")
     if boxes.shape[0] != masks.shape[0]:
-        raise ValueError(f"boxes must have one box per mask: masks has {masks.shape[0]}, boxes has {boxes.shape[0]}")
+        raise ValueError(
+            f"boxes must have one box per mask: masks has {masks.shape[0]}, boxes has {boxes.shape[0]}"
+        )
     if masks.shape[0] > 0 and (masks.shape[1] == 0 or masks.shape[2] == 0):
         raise ValueError(f"masks must have non-empty [Hm, Wm], got {list(masks.shape)}")
     check_same_device(masks=masks, boxes=boxes)
@@ -73,8 +78,12 @@ def paste_masks_in_image(masks: Tensor, boxes: Tensor | object, image_shape: Seq
 
 
 @torch.library.custom_op("detcore::paste_masks_in_image", mutates_args=())
-def _paste_masks_op(masks: Tensor, boxes: Tensor, image_height: int, image_width: int, threshold: float) -> Tensor:
-    return kernel_for("paste_masks_in_image", masks.device)(masks, boxes, image_height, image_width, threshold)
+def _paste_masks_op(
+    masks: Tensor, boxes: Tensor, image_height: int, image_width: int, threshold: float
+) -> Tensor:
+    return kernel_for("paste_masks_in_image", masks.device)(
+        masks, boxes, image_height, image_width, threshold
+    )
 
 
 @_paste_masks_op.register_fake
@@ -87,11 +96,17 @@ def _(masks: Tensor, boxes: Tensor, image_height: int, image_width: int, thresho
 
 
 @CPU_KERNELS.register("paste_masks_in_image")
-def _paste_masks_cpu(masks: Tensor, boxes: Tensor, image_height: int, image_width: int, threshold: float) -> Tensor:
+def _paste_masks_cpu(
+    masks: Tensor, boxes: Tensor, image_height: int, image_width: int, threshold: float
+) -> Tensor:
     n, mask_h, mask_w = masks.shape
     out = torch.empty((n, image_height, image_width), dtype=torch.uint8)
     if n and image_height and image_width:
-        m = masks.contiguous() if masks.dtype in (torch.float32, torch.float64) else masks.float().contiguous()
+        m = (
+            masks.contiguous()
+            if masks.dtype in (torch.float32, torch.float64)
+            else masks.float().contiguous()
+        )
         b = boxes.contiguous() if boxes.dtype == torch.float64 else boxes.float().contiguous()
         native().paste_masks_in_image(
             m.data_ptr(),
