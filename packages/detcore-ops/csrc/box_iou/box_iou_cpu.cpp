@@ -4,17 +4,34 @@
 // zero-area and negative-size boxes give 0 instead of torchvision's 0/0 = nan). The arithmetic is the same
 // as torchvision's box_iou, so results are bit-identical wherever torchvision's are finite and nonzero.
 // boxes2 is transposed into structure-of-arrays once; rows of boxes1 are split across threads and the
-// inner loop over boxes2 is branch-free so it vectorises. Only the output is allocated (no N*M temporaries).
+// inner loop over boxes2 is branch-free so it vectorises. Only the output is allocated (no N*M temporaries),
+// advised onto huge pages when large (its page faults otherwise cost more than the arithmetic).
 #include <algorithm>
 #include <cstdint>
 #include <vector>
 
 #include "common/buffer.h"
+#include "common/memory.h"
 #include "common/ops.h"
 #include "common/parallel.h"
 
 namespace detcore {
 namespace {
+
+// One row: out[j] = IoU(box (x1, y1, x2, y2) of area a, boxes2[j]) for j < m. Branch-free (the empty
+// case divides 0 by 1) so it vectorises; the arithmetic is torchvision's, inter / (a + A - inter).
+template <typename T>
+inline void iou_row(T x1, T y1, T x2, T y2, T a, const T* X1, const T* Y1, const T* X2, const T* Y2, const T* A,
+                    int64_t m, T* out) {
+  for (int64_t j = 0; j < m; ++j) {
+    const T w = std::max<T>(std::min(x2, X2[j]) - std::max(x1, X1[j]), T(0));
+    const T h = std::max<T>(std::min(y2, Y2[j]) - std::max(y1, Y1[j]), T(0));
+    const T inter = w * h;
+    const T union_ = a + A[j] - inter;
+    const bool overlap = inter > T(0);
+    out[j] = (overlap ? inter : T(0)) / (overlap ? union_ : T(1));
+  }
+}
 
 template <typename T>
 void box_iou_cpu(const T* boxes1, const T* boxes2, int64_t n, int64_t m, T* out, int num_threads) {
@@ -28,26 +45,14 @@ void box_iou_cpu(const T* boxes1, const T* boxes2, int64_t n, int64_t m, T* out,
     Y2[j] = b[3];
     A[j] = (b[2] - b[0]) * (b[3] - b[1]);
   }
-  const T* __restrict__ x1s = X1.data();
-  const T* __restrict__ y1s = Y1.data();
-  const T* __restrict__ x2s = X2.data();
-  const T* __restrict__ y2s = Y2.data();
-  const T* __restrict__ as = A.data();
+  advise_huge_pages(out, static_cast<std::size_t>(n * m) * sizeof(T));
   // ~16k output values per task keeps thread start-up cost negligible.
   const int64_t grain = std::max<int64_t>(1, 16384 / m);
   parallel_for(0, n, grain, num_threads, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const T* b = boxes1 + 4 * i;
-      const T x1 = b[0], y1 = b[1], x2 = b[2], y2 = b[3];
-      const T a = (x2 - x1) * (y2 - y1);
-      T* __restrict__ row = out + i * m;
-      for (int64_t j = 0; j < m; ++j) {
-        const T w = std::max<T>(std::min(x2, x2s[j]) - std::max(x1, x1s[j]), T(0));
-        const T h = std::max<T>(std::min(y2, y2s[j]) - std::max(y1, y1s[j]), T(0));
-        const T inter = w * h;
-        const T iou = inter / (a + as[j] - inter);
-        row[j] = inter > T(0) ? iou : T(0);
-      }
+      iou_row<T>(b[0], b[1], b[2], b[3], (b[2] - b[0]) * (b[3] - b[1]), X1.data(), Y1.data(), X2.data(), Y2.data(),
+                 A.data(), m, out + i * m);
     }
   });
 }

@@ -22,6 +22,11 @@
 namespace detcore {
 namespace paste {
 
+// Fused multiply-add in the argument's own precision (an unqualified fma(float, ...) would pick the C double
+// version on the host and round twice).
+DETCORE_HOST_DEVICE inline float fused_madd(float a, float b, float c) { return fmaf(a, b, c); }
+DETCORE_HOST_DEVICE inline double fused_madd(double a, double b, double c) { return fma(a, b, c); }
+
 // Sampling position along one axis: lower neighbour index `lo` (lo + 1 is the upper one; indices outside
 // [0, size) read 0) and the distance `frac` from it (1 - frac is the weight of `lo`).
 template <typename T>
@@ -37,8 +42,8 @@ DETCORE_HOST_DEVICE inline AxisSample<T> axis_sample(int64_t p, G b0, G b1, int6
   const G centre = static_cast<G>(static_cast<float>(p) + 0.5f);  // arange(float32) + 0.5
   const G g = (centre - b0) / (b1 - b0) * G(2) - G(1);
   const T scaling = static_cast<T>(size) / 2;
-  // PyTorch's vectorised kernel fuses this multiply-add (Vectorized::fmadd on AVX2/AVX-512 builds).
-  const T coord = fma(static_cast<T>(g) + T(1), scaling, T(-0.5));
+  // PyTorch's AVX2/AVX-512 grid_sample kernels evaluate this as one fused multiply-add (measured).
+  const T coord = fused_madd(static_cast<T>(g) + T(1), scaling, T(-0.5));
   const T fl = floor(coord);
   AxisSample<T> s;
   s.frac = coord - fl;
@@ -62,9 +67,9 @@ DETCORE_HOST_DEVICE inline T bilinear(const T* mask, int64_t H, int64_t W, const
   const T se_val = (s_ok && e_ok) ? mask[ys_ * W + xe] : T(0);
   // PyTorch's AVX2/AVX-512 grid_sample kernels are compiled with FMA contraction: this is their rounding.
   T acc = nw_val * (s * e);
-  acc = fma(ne_val, s * w, acc);
-  acc = fma(sw_val, n * e, acc);
-  return fma(se_val, n * w, acc);
+  acc = fused_madd(ne_val, s * w, acc);
+  acc = fused_madd(sw_val, n * e, acc);
+  return fused_madd(se_val, n * w, acc);
 }
 
 // detectron2's skip_empty pixel range along one axis: [floor(b0) - 1, ceil(b1) + 1) clipped to [0, size).

@@ -35,8 +35,14 @@ struct PastePlan {
 };
 
 // Writes output rows [begin, end) of the flattened [N * img_h] range.
+#if defined(__GNUC__)
+#define DETCORE_ALWAYS_INLINE __attribute__((always_inline)) inline
+#else
+#define DETCORE_ALWAYS_INLINE inline
+#endif
+
 template <typename T>
-__attribute__((always_inline)) inline void paste_rows_impl(const PastePlan<T>& p, int64_t begin, int64_t end) {
+DETCORE_ALWAYS_INLINE void paste_rows_impl(const PastePlan<T>& p, int64_t begin, int64_t end) {
   for (int64_t r = begin; r < end; ++r) {
     const int64_t i = r / p.img_h, y = r % p.img_h;
     uint8_t* row = p.out + r * p.img_w;
@@ -61,7 +67,7 @@ void paste_rows_generic(const PastePlan<T>& p, int64_t begin, int64_t end) {
 }
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-// Same code built for CPUs with FMA, chosen at run time: std::fma becomes one instruction instead of a
+// Same code built for CPUs with FMA, chosen at run time: fmaf/fma become one instruction instead of a
 // libm call (results are identical, fma is exactly rounded either way).
 template <typename T>
 __attribute__((target("fma"))) void paste_rows_fma(const PastePlan<T>& p, int64_t begin, int64_t end) {
