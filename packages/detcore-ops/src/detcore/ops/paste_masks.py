@@ -77,7 +77,11 @@ def paste_masks_in_image(
     return torch.ops.detcore.paste_masks_in_image(masks, boxes, height, width, float(threshold))
 
 
-@torch.library.custom_op("detcore::paste_masks_in_image", mutates_args=())
+@torch.library.custom_op(
+    "detcore::paste_masks_in_image",
+    mutates_args=(),
+    schema="(Tensor masks, Tensor boxes, int image_height, int image_width, float threshold) -> Tensor",
+)
 def _paste_masks_op(
     masks: Tensor, boxes: Tensor, image_height: int, image_width: int, threshold: float
 ) -> Tensor:
