@@ -7,8 +7,9 @@
 //   ix = fma(gx + 1, W / 2, -0.5),  value = sum of the 4 neighbours (outside the mask count as 0).
 // The operation order and fused multiply-adds below are those of PyTorch's vectorised CPU grid_sample as
 // built for AVX2/AVX-512 (the golden data's machine), so results are bit-identical to detectron2's there
-// (on a CPU without FMA PyTorch's own rounding differs in the last bit). Only pixels in [floor(x0) - 1, ceil(x1) + 1) x [floor(y0) - 1,
-// ceil(y1) + 1) clipped to the image are sampled (detectron2's skip_empty region); the rest are 0.
+// (on a CPU without FMA PyTorch's own rounding differs in the last bit). Only pixels in
+// [floor(x0) - 1, ceil(x1) + 1) x [floor(y0) - 1, ceil(y1) + 1) clipped to the image are sampled
+// (detectron2's skip_empty region); the rest are 0.
 #pragma once
 #include <cmath>
 #include <cstdint>

@@ -5,9 +5,10 @@
 // (rotated_aabb) and oriented frame (rotated_frame); pairs with disjoint bounds or separated frames have IoU
 // exactly 0 and skip the polygon clipping. NMS also skips pairs whose IoU upper bound (grown smaller area
 // over the union) is below the threshold, and sorts boxes by the left edge of their bound so a kept box only
-// visits boxes whose bound starts within (x0 - max_bound_width, x1] (binary search), like nms_cpu.cpp. Pruning a pair means "IoU 0", which is
-// only a non-suppression when iou_threshold > 0; other thresholds and non-finite boxes take the plain
-// quadratic greedy loop (which for a threshold <= 0 suppresses every box after the first it visits).
+// visits boxes whose bound starts within (x0 - max_bound_width, x1] (binary search), like nms_cpu.cpp.
+// Pruning a pair means "IoU 0", which is only a non-suppression when iou_threshold > 0; other thresholds
+// and non-finite boxes take the plain quadratic greedy loop (which for a threshold <= 0 suppresses every box
+// after the first it visits).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -218,8 +219,9 @@ int64_t nms_rotated_entry(std::uintptr_t boxes, std::uintptr_t scores, std::uint
   pybind11::gil_scoped_release release;
   dispatch_floating(dtype, "nms_rotated", [&](auto zero) {
     using T = decltype(zero);
-    count = nms_rotated_cpu<T>(ptr<const T>(boxes), ptr<const double>(scores), idxs ? ptr<const int64_t>(idxs) : nullptr,
-                               n, threshold, ptr<int64_t>(keep), num_threads);
+    const int64_t* categories = idxs ? ptr<const int64_t>(idxs) : nullptr;
+    count = nms_rotated_cpu<T>(ptr<const T>(boxes), ptr<const double>(scores), categories, n, threshold,
+                               ptr<int64_t>(keep), num_threads);
   });
   return count;
 }

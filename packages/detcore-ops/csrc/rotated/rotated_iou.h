@@ -230,6 +230,16 @@ struct Bound {
   bool empty;
 };
 
+// Growth of a box (x, y, w, h, a) that covers detectron2's tolerances: it relaxes edge parameters by 1e-5
+// (a length of 1e-5 * edge) and squared projections by 1e-5 (a length of 1e-5 / edge); 10x both, plus
+// float rounding of the vertices.
+template <typename T>
+DETCORE_HOST_DEVICE inline double rotated_margin(const T* b) {
+  const double w = fabs((double)b[2]), h = fabs((double)b[3]);
+  const double mn = w < h ? w : h;
+  return 1e-4 * (w + h) + (mn > 0 ? 1e-4 / mn : 0.0) + 1e-6 * (fabs((double)b[0]) + fabs((double)b[1])) + 1e-9;
+}
+
 template <typename T>
 DETCORE_HOST_DEVICE inline Bound rotated_aabb(const T* b) {
   Bound r;
@@ -239,10 +249,7 @@ DETCORE_HOST_DEVICE inline Bound rotated_aabb(const T* b) {
   const double c = fabs(cos(theta)), s = fabs(sin(theta));
   const double w = fabs((double)b[2]), h = fabs((double)b[3]);
   const double hx = 0.5 * (w * c + h * s), hy = 0.5 * (w * s + h * c);
-  // Tolerances: detectron2 relaxes edge parameters by 1e-5 (a length of 1e-5 * edge) and squared
-  // projections by 1e-5 (a length of 1e-5 / edge); 10x both, plus float rounding of the vertices.
-  const double mn = w < h ? w : h;
-  const double margin = 1e-4 * (w + h) + (mn > 0 ? 1e-4 / mn : 0.0) + 1e-6 * (fabs((double)b[0]) + fabs((double)b[1])) + 1e-9;
+  const double margin = rotated_margin<T>(b);
   r.x0 = b[0] - hx - margin;
   r.x1 = b[0] + hx + margin;
   r.y0 = b[1] - hy - margin;
@@ -263,7 +270,6 @@ DETCORE_HOST_DEVICE inline Frame rotated_frame(const T* b) {
   const double theta = b[4] * 0.01745329251;
   const double c = cos(theta), s = sin(theta);
   const double w = fabs((double)b[2]), h = fabs((double)b[3]);
-  const double mn = w < h ? w : h;
   f.cx = b[0];
   f.cy = b[1];
   f.ux = c;
@@ -272,7 +278,7 @@ DETCORE_HOST_DEVICE inline Frame rotated_frame(const T* b) {
   f.vy = c;
   f.hw = 0.5 * w;
   f.hh = 0.5 * h;
-  f.margin = 1e-4 * (w + h) + (mn > 0 ? 1e-4 / mn : 0.0) + 1e-6 * (fabs((double)b[0]) + fabs((double)b[1])) + 1e-9;
+  f.margin = rotated_margin<T>(b);
   f.area = w * h;
   f.grown_area = (w + 2 * f.margin) * (h + 2 * f.margin);
   return f;
