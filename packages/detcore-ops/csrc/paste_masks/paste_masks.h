@@ -14,10 +14,12 @@
 #include <cmath>
 #include <cstdint>
 
+#ifndef DETCORE_HOST_DEVICE
 #ifdef __CUDACC__
 #define DETCORE_HOST_DEVICE __host__ __device__
 #else
 #define DETCORE_HOST_DEVICE
+#endif
 #endif
 
 namespace detcore {

@@ -10,10 +10,12 @@
 #pragma once
 #include <cmath>
 
+#ifndef DETCORE_HOST_DEVICE
 #ifdef __CUDACC__
 #define DETCORE_HOST_DEVICE __host__ __device__
 #else
 #define DETCORE_HOST_DEVICE
+#endif
 #endif
 
 namespace detcore {
