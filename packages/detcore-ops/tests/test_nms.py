@@ -197,6 +197,20 @@ def test_dtypes(dtype):
     )
 
 
+def test_float64_scores_with_float32_boxes_keep_their_order():
+    # 1 and 1 + 1e-12 are equal in float32; the float64 order must decide (torchvision rejects mixed dtypes).
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10.5], [20, 20, 30, 30]])
+    scores = torch.tensor([1.0, 1.0 + 1e-12, 0.5], dtype=torch.float64)
+    assert nms(boxes, scores, 0.5).tolist() == [1, 2]
+    assert batched_nms(boxes, scores, torch.zeros(3, dtype=torch.int64), 0.5).tolist() == [1, 2]
+    assert torch.equal(nms(boxes, scores, 0.5), torchvision.ops.nms(boxes.double(), scores, 0.5))
+    g = torch.Generator().manual_seed(12)
+    boxes = _random_boxes(200, 12)
+    scores = torch.rand(200, generator=g, dtype=torch.float64)
+    scores[::3] = scores[1::3][: scores[::3].shape[0]]  # exact float64 ties too
+    assert torch.equal(nms(boxes, scores, 0.5), _reference_nms(boxes, scores, 0.5))
+
+
 def test_opcheck():
     boxes = _random_boxes(20, 1)
     scores = _distinct_scores(20, 1)
