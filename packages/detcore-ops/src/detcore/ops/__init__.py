@@ -7,6 +7,9 @@ from detcore.ops._dispatch import (
 from detcore.ops._native import (
     NativeOpsUnavailableError,
 )
+from detcore.ops.box_iou import (
+    box_iou,
+)
 from detcore.ops.deform_conv import (
     DeformConv,
     ModulatedDeformConv,
@@ -46,6 +49,14 @@ from detcore.ops.nms import (
     batched_nms,
     nms,
 )
+from detcore.ops.paste_masks import (
+    paste_masks_in_image,
+)
+from detcore.ops.rotated import (
+    batched_nms_rotated,
+    box_iou_rotated,
+    nms_rotated,
+)
 
 __all__ = [
     "ASPP",
@@ -64,6 +75,9 @@ __all__ = [
     "NativeOpsUnavailableError",
     "ShapeSpec",
     "batched_nms",
+    "batched_nms_rotated",
+    "box_iou",
+    "box_iou_rotated",
     "c2_msra_fill",
     "c2_xavier_fill",
     "cat",
@@ -75,7 +89,9 @@ __all__ = [
     "giou_loss",
     "interpolate",
     "nms",
+    "nms_rotated",
     "nonzero_tuple",
+    "paste_masks_in_image",
     "sigmoid_focal_loss",
     "sigmoid_focal_loss_jit",
     "sigmoid_focal_loss_star",
