@@ -19,9 +19,7 @@ def check_tensor(name: str, value: object) -> torch.Tensor:
 
 def check_floating(name: str, t: torch.Tensor) -> None:
     if t.dtype not in FLOAT_DTYPES:
-        raise TypeError(
-            f"{name} must be a floating tensor (float16, bfloat16, float32 or float64), got {t.dtype}"
-        )
+        raise TypeError(f"{name} must be a floating tensor (float16, bfloat16, float32 or float64), got {t.dtype}")
 
 
 def check_shape(name: str, t: torch.Tensor, shape: Sequence[int | None], desc: str) -> None:

@@ -21,9 +21,7 @@ def _check_nms_args(boxes: Tensor, scores: Tensor, iou_threshold: float, box_dim
     check_shape("boxes", boxes, (None, box_dim), desc)
     check_shape("scores", scores, (None,), "[N]")
     if scores.shape[0] != boxes.shape[0]:
-        raise ValueError(
-            f"scores must have one entry per box: boxes has {boxes.shape[0]}, scores has {scores.shape[0]}"
-        )
+        raise ValueError(f"scores must have one entry per box: boxes has {boxes.shape[0]}, scores has {scores.shape[0]}")
     check_same_device(boxes=boxes, scores=scores)
     if not isinstance(iou_threshold, (int, float)) or isinstance(iou_threshold, bool):
         raise TypeError(f"iou_threshold must be a float, got {type(iou_threshold).__name__}")
@@ -35,9 +33,7 @@ def _check_idxs(idxs: Tensor, boxes: Tensor) -> None:
         raise TypeError(f"idxs must be an integer tensor of category indices, got {idxs.dtype}")
     check_shape("idxs", idxs, (None,), "[N]")
     if idxs.shape[0] != boxes.shape[0]:
-        raise ValueError(
-            f"idxs must have one entry per box: boxes has {boxes.shape[0]}, idxs has {idxs.shape[0]}"
-        )
+        raise ValueError(f"idxs must have one entry per box: boxes has {boxes.shape[0]}, idxs has {idxs.shape[0]}")
     check_same_device(boxes=boxes, idxs=idxs)
 
 
@@ -126,13 +122,7 @@ def _nms_cpu(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     if n == 0:
         return keep
     count = native().nms(
-        boxes.data_ptr(),
-        scores.data_ptr(),
-        n,
-        iou_threshold,
-        dtype_code(boxes),
-        keep.data_ptr(),
-        num_threads(),
+        boxes.data_ptr(), scores.data_ptr(), n, iou_threshold, dtype_code(boxes), keep.data_ptr(), num_threads()
     )
     return _finish(keep, count)
 

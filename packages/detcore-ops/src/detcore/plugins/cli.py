@@ -24,9 +24,7 @@ def _plugins_command(args: argparse.Namespace) -> int:
             "distribution": e.provider.distribution,
             "version": e.provider.version,
             "plugin": e.provider.plugin,
-            "target": e.target
-            if isinstance(e.target, str)
-            else f"{e.target.__module__}:{e.target.__qualname__}",
+            "target": e.target if isinstance(e.target, str) else f"{e.target.__module__}:{e.target.__qualname__}",
             "replaces": [str(p) for p in e.replaced],
         }
         for e in entries

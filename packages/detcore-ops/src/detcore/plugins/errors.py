@@ -22,7 +22,9 @@ class PluginLoadError(PluginError):
         self.plugin = plugin
         self.distribution = distribution
         self.version = version
-        super().__init__(f"failed to load detcore plugin {plugin!r} from {distribution} {version}: {reason}")
+        super().__init__(
+            f"failed to load detcore plugin {plugin!r} from {distribution} {version}: {reason}"
+        )
 
 
 class DuplicateComponentError(PluginError, ValueError):

@@ -87,9 +87,7 @@ class PluginManager:
             self.pm.enable_tracing()
 
     def _fail(self, info: PluginInfo, exc: BaseException, what: str) -> None:
-        err = PluginLoadError(
-            info.name, info.distribution, info.version, f"{what}: {type(exc).__name__}: {exc}"
-        )
+        err = PluginLoadError(info.name, info.distribution, info.version, f"{what}: {type(exc).__name__}: {exc}")
         err.__cause__ = exc
         self.errors.append(err)
         logger.warning("%s", err)

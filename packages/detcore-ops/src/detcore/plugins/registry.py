@@ -158,11 +158,7 @@ class ComponentRegistry:
             winner = replacers[0]
             others = [c.provider for c in claims if c is not winner]
             logger.info(
-                "%s %r from %s replaces the one from %s",
-                kind,
-                name,
-                winner.provider,
-                ", ".join(map(str, others)),
+                "%s %r from %s replaces the one from %s", kind, name, winner.provider, ", ".join(map(str, others))
             )
             entry = ComponentEntry(kind, name, winner.target, winner.provider, others)
         self._resolved[key] = entry
