@@ -468,6 +468,16 @@ void backward(const T* grad, const T* rois, int64_t K, int roi_cols, int64_t N, 
   if (K == 0 || C == 0 || HW == 0) return;
   const Plan plan = make_plan(rois, K, roi_cols, N, H, W, builder);
   const int blocks = std::max(1, std::min(num_threads, C));
+  // NHWC gradient of a whole image for images in "whole" mode, one slice per channel block. Owned by the
+  // calling thread and reused across calls (a fresh buffer would page-fault on every call).
+  static thread_local std::vector<T> image_grad_buffer;
+  bool any_whole = false;
+  for (int64_t b = 0; b < N; ++b) any_whole |= plan.whole[b] && plan.image_begin[b] < plan.image_begin[b + 1];
+  if (any_whole && image_grad_buffer.size() < static_cast<size_t>(HW) * C) {
+    image_grad_buffer = std::vector<T>();
+    image_grad_buffer.resize(static_cast<size_t>(HW) * C);
+  }
+  T* const image_grad_base = image_grad_buffer.data();  // thread_local: resolve it here, not in the workers
   parallel_for(0, blocks, 1, blocks, [&](int64_t blk0, int64_t blk1) {
     for (int64_t blk = blk0; blk < blk1; ++blk) {
       const int ch0 = static_cast<int>(blk * C / blocks), ch1 = static_cast<int>((blk + 1) * C / blocks);
@@ -475,13 +485,13 @@ void backward(const T* grad, const T* rois, int64_t K, int roi_cols, int64_t N, 
       if (Cb <= 0) continue;
       Worker<T> wk;
       typename Builder::Scratch scratch;
-      std::vector<T> image_grad;
+      T* image_grad = any_whole ? image_grad_base + static_cast<int64_t>(ch0) * HW : nullptr;
       for (int64_t b = 0; b < N; ++b) {
         const int64_t first = plan.image_begin[b], last = plan.image_begin[b + 1];
         if (first == last) continue;
         T* gimg = grad_input + b * HW * C;
         const bool whole = plan.whole[b];
-        if (whole) image_grad.assign(static_cast<size_t>(HW) * Cb, T(0));
+        if (whole) std::fill(image_grad, image_grad + HW * Cb, T(0));
         for (int64_t i = first; i < last; ++i) {
           const int64_t k = plan.order[i];
           builder.build(k, scratch, wk.taps);
@@ -490,7 +500,7 @@ void backward(const T* grad, const T* rois, int64_t K, int roi_cols, int64_t N, 
           T* dst;
           int64_t row = W, r_off = 0, c_off = 0;
           if (whole) {
-            dst = image_grad.data();
+            dst = image_grad;
           } else {
             row = t.c1 - t.c0;
             r_off = t.r0;
@@ -514,7 +524,7 @@ void backward(const T* grad, const T* rois, int64_t K, int roi_cols, int64_t N, 
           }
           if (!whole) scatter_add_nchw(dst, Cb, ch0, H, W, t.r0, t.r1, t.c0, t.c1, gimg);
         }
-        if (whole) scatter_add_nchw(image_grad.data(), Cb, ch0, H, W, 0, H, 0, W, gimg);
+        if (whole) scatter_add_nchw(image_grad, Cb, ch0, H, W, 0, H, 0, W, gimg);
       }
     }
   });
