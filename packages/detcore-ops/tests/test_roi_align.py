@@ -124,6 +124,26 @@ def test_whole_image_and_per_roi_paths(k):
     torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_thread_counts_agree(threads):
+    x = torch.randn(2, 7, 15, 18, generator=torch.Generator().manual_seed(10))
+    rois = random_rois(2, 300, 18, 15, 14, seed=11)
+    grad = torch.randn(300, 7, 3, 3, generator=torch.Generator().manual_seed(12))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        a = x.clone().requires_grad_()
+        out = roi_align(a, rois, 3, 1.0, 0, True)
+        out.backward(grad)
+    finally:
+        torch.set_num_threads(before)
+    b = x.clone().requires_grad_()
+    expected = torchvision.ops.roi_align(b, rois, 3, 1.0, 0, True)
+    expected.backward(grad)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-5)
+
+
 def test_channels_last_and_non_contiguous_input():
     x = torch.randn(2, 40, 16, 20, generator=torch.Generator().manual_seed(7))
     rois = random_rois(2, 25, 20, 16, 12, seed=8)
@@ -187,6 +207,18 @@ def test_adversarial_rois():
     x.requires_grad_()
     roi_align(x, rois[:0], 3).sum().backward()
     assert (x.grad == 0).all()
+
+
+@pytest.mark.parametrize("k", [2, 200])
+def test_gradient_of_images_without_rois_is_zero(k):
+    x = torch.randn(3, 4, 10, 12, requires_grad=True)
+    rois = random_rois(1, k, 12, 10, 8, seed=13)
+    rois[:, 0] = 1
+    roi_align(x, rois, 2, 1.0, 0, True).sum().backward()
+    assert (x.grad[0] == 0).all() and (x.grad[2] == 0).all()
+    b = x.detach().clone().requires_grad_()
+    torchvision.ops.roi_align(b, rois, 2, 1.0, 0, True).sum().backward()
+    torch.testing.assert_close(x.grad, b.grad, rtol=1e-5, atol=1e-5)
 
 
 def test_huge_rois_are_finite_and_fast():

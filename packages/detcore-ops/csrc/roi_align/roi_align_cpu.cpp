@@ -132,7 +132,7 @@ void register_roi_align(pybind11::module_& m) {
   m.def("roi_align_backward", &roi_align_backward_entry, "grad"_a, "rois"_a, "K"_a, "N"_a, "C"_a, "H"_a, "W"_a,
         "pooled_height"_a, "pooled_width"_a, "spatial_scale"_a, "sampling_ratio"_a, "aligned"_a, "dtype"_a,
         "grad_input"_a, "num_threads"_a,
-        "ROIAlign backward: grad [K,C,PH,PW] contiguous; adds into grad_input [N,C,H,W] (zero it first).");
+        "ROIAlign backward: grad [K,C,PH,PW] contiguous; writes grad_input [N,C,H,W] (every element).");
 }
 
 }  // namespace detcore

@@ -263,8 +263,8 @@ void gather_nhwc(const T* img, int C, int H, int W, int r0, int r1, int c0, int 
   }
 }
 
-// img[ch0 + j][r][c] += src[((r - r0) * (c1 - c0) + (c - c0)) * Cb + j] for j in [0, Cb).
-template <typename T>
+// img[ch0 + j][r][c] += src[((r - r0) * (c1 - c0) + (c - c0)) * Cb + j] for j in [0, Cb) (= when Assign).
+template <typename T, bool Assign = false>
 void scatter_add_nchw(const T* src, int Cb, int ch0, int H, int W, int r0, int r1, int c0, int c1, T* img) {
   const int64_t HW = static_cast<int64_t>(H) * W;
   const int64_t Rw = c1 - c0;
@@ -275,7 +275,11 @@ void scatter_add_nchw(const T* src, int Cb, int ch0, int H, int W, int r0, int r
       const T* srow = src + static_cast<int64_t>(r - r0) * Rw * Cb;
       for (int j = j0; j < j1; ++j) {
         T* drow = img + (ch0 + j) * HW + static_cast<int64_t>(r) * W + c0;
-        for (int64_t c = 0; c < Rw; ++c) drow[c] += srow[c * Cb + j];
+        if (Assign) {
+          for (int64_t c = 0; c < Rw; ++c) drow[c] = srow[c * Cb + j];
+        } else {
+          for (int64_t c = 0; c < Rw; ++c) drow[c] += srow[c * Cb + j];
+        }
       }
     }
   }
@@ -459,13 +463,17 @@ void forward(const T* input, bool channels_last, const T* rois, int64_t K, int r
   }
 }
 
-// Backward: grad_input [N, C, H, W] (zero-initialised by the caller) += d(output)/d(input)^T grad [K, C, P].
+// Backward: grad_input [N, C, H, W] = d(output)/d(input)^T grad [K, C, P]. Every element of grad_input is
+// written (it need not be initialised).
 template <typename T, typename Builder>
 void backward(const T* grad, const T* rois, int64_t K, int roi_cols, int64_t N, int C, int H, int W, int64_t P,
               const Builder& builder, T* grad_input, int num_threads) {
   validate_rois(rois, K, roi_cols, N);
   const int64_t HW = static_cast<int64_t>(H) * W;
-  if (K == 0 || C == 0 || HW == 0) return;
+  if (K == 0 || C == 0 || HW == 0) {
+    std::fill(grad_input, grad_input + N * C * HW, T(0));
+    return;
+  }
   const Plan plan = make_plan(rois, K, roi_cols, N, H, W, builder);
   const int blocks = std::max(1, std::min(num_threads, C));
   // NHWC gradient of a whole image for images in "whole" mode, one slice per channel block. Owned by the
@@ -488,10 +496,12 @@ void backward(const T* grad, const T* rois, int64_t K, int roi_cols, int64_t N, 
       T* image_grad = any_whole ? image_grad_base + static_cast<int64_t>(ch0) * HW : nullptr;
       for (int64_t b = 0; b < N; ++b) {
         const int64_t first = plan.image_begin[b], last = plan.image_begin[b + 1];
-        if (first == last) continue;
         T* gimg = grad_input + b * HW * C;
-        const bool whole = plan.whole[b];
-        if (whole) std::fill(image_grad, image_grad + HW * Cb, T(0));
+        const bool whole = plan.whole[b] && first < last;
+        if (whole)
+          std::fill(image_grad, image_grad + HW * Cb, T(0));
+        else
+          std::fill(gimg + ch0 * HW, gimg + ch1 * HW, T(0));
         for (int64_t i = first; i < last; ++i) {
           const int64_t k = plan.order[i];
           builder.build(k, scratch, wk.taps);
@@ -524,7 +534,7 @@ void backward(const T* grad, const T* rois, int64_t K, int roi_cols, int64_t N, 
           }
           if (!whole) scatter_add_nchw(dst, Cb, ch0, H, W, t.r0, t.r1, t.c0, t.c1, gimg);
         }
-        if (whole) scatter_add_nchw(image_grad, Cb, ch0, H, W, 0, H, 0, W, gimg);
+        if (whole) scatter_add_nchw<T, true>(image_grad, Cb, ch0, H, W, 0, H, 0, W, gimg);
       }
     }
   });

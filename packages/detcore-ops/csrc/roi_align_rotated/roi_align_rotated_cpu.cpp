@@ -252,7 +252,7 @@ void register_roi_align_rotated(pybind11::module_& m) {
         "(batch, cx, cy, w, h, angle degrees), writes output [K,C,PH,PW].");
   m.def("roi_align_rotated_backward", &backward_entry, "grad"_a, "rois"_a, "K"_a, "N"_a, "C"_a, "H"_a, "W"_a,
         "pooled_height"_a, "pooled_width"_a, "spatial_scale"_a, "sampling_ratio"_a, "dtype"_a, "grad_input"_a,
-        "num_threads"_a, "ROIAlignRotated backward: adds into grad_input [N,C,H,W] (zero it first).");
+        "num_threads"_a, "ROIAlignRotated backward: writes grad_input [N,C,H,W] (every element).");
 }
 
 }  // namespace detcore

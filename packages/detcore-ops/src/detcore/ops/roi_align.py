@@ -340,8 +340,10 @@ def _roi_align_backward_cpu(
     r = rois.to(dtype).contiguous()
     k = r.shape[0]
     check_grad_shape(g, (k, channels, pooled_height, pooled_width))
-    grad_input = torch.zeros((batch_size, channels, height, width), dtype=dtype)
-    if k > 0:
+    grad_input = torch.empty((batch_size, channels, height, width), dtype=dtype)  # fully written
+    if k == 0:
+        grad_input.zero_()
+    else:
         native().roi_align_backward(
             g.data_ptr(), r.data_ptr(), k, batch_size, channels, height, width, pooled_height, pooled_width,
             float(spatial_scale), int(sampling_ratio), bool(aligned), dtype_code(g), grad_input.data_ptr(),
