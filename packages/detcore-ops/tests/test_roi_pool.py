@@ -62,6 +62,19 @@ def test_matches_torchvision_and_reference(output_size, scale, dtype):
     torch.testing.assert_close(a.grad, b.grad)
 
 
+@pytest.mark.parametrize("k", [3, 300])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_many_channels_with_ties(k, dtype):
+    # 21 channels run both the vector and the scalar channel loops; small integers make many ties.
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randint(-3, 4, (2, 21, 12, 14), generator=gen).to(dtype)
+    rois = random_rois(2, k, 14, 12, 10, dtype=dtype, seed=6)
+    out, argmax = torch.ops.detcore.roi_pool(x, rois, 1.0, 3, 3)
+    expected, expected_argmax = torch.ops.torchvision.roi_pool(x, rois, 1.0, 3, 3)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    torch.testing.assert_close(argmax, expected_argmax.long(), rtol=0, atol=0)
+
+
 def test_argmax_and_ties():
     x = torch.zeros(1, 1, 4, 4)
     x[0, 0, 1, 2] = 5.0

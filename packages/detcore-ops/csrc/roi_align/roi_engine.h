@@ -169,6 +169,20 @@ struct Worker {
   std::vector<T> grad;       // [bins, channel block] gradient of one roi (backward)
 };
 
+// A channels-last scratch image of at least `n` elements, owned by the calling thread and kept between
+// calls (a fresh 100 MB buffer would page-fault on every call). Shared by the roi ops' forward and
+// backward passes, which never run nested on one thread. Resolve it in the calling thread, never inside a
+// parallel_for worker (thread_local).
+template <typename T>
+T* nhwc_scratch(size_t n) {
+  static thread_local std::vector<T> buffer;
+  if (buffer.size() < n) {
+    buffer = std::vector<T>();
+    buffer.resize(n);
+  }
+  return buffer.data();
+}
+
 // Roi k's batch index, validated by the caller.
 template <typename T>
 inline int batch_of(const T* rois, int64_t k, int roi_cols) {
@@ -400,8 +414,10 @@ void forward(const T* input, bool channels_last, const T* rois, int64_t K, int r
     return;
   }
   const Plan plan = make_plan(rois, K, roi_cols, N, H, W, builder);
-  // Reused across calls by this thread: a fresh buffer would pay a page fault per 4 KiB on every call.
-  static thread_local std::vector<T> whole_image;
+  T* whole_image = nullptr;
+  for (int64_t b = 0; b < N; ++b)
+    if (!channels_last && plan.whole[b] && plan.image_begin[b] < plan.image_begin[b + 1])
+      whole_image = nhwc_scratch<T>(static_cast<size_t>(HW) * C);
   for (int64_t b = 0; b < N; ++b) {
     const int64_t first = plan.image_begin[b], last = plan.image_begin[b + 1];
     if (first == last) continue;
@@ -409,12 +425,8 @@ void forward(const T* input, bool channels_last, const T* rois, int64_t K, int r
     if (channels_last) {
       base = input + b * HW * C;
     } else if (plan.whole[b]) {
-      if (whole_image.size() < static_cast<size_t>(HW) * C) {
-        whole_image = std::vector<T>();
-        whole_image.resize(static_cast<size_t>(HW) * C);
-      }
       const T* img = input + b * HW * C;
-      T* dst = whole_image.data();
+      T* dst = whole_image;
       parallel_for(0, H, 8, num_threads, [&](int64_t r0, int64_t r1) {
         gather_nhwc(img, C, H, W, static_cast<int>(r0), static_cast<int>(r1), 0, W, dst + r0 * W * C);
       });
@@ -476,16 +488,10 @@ void backward(const T* grad, const T* rois, int64_t K, int roi_cols, int64_t N, 
   }
   const Plan plan = make_plan(rois, K, roi_cols, N, H, W, builder);
   const int blocks = std::max(1, std::min(num_threads, C));
-  // NHWC gradient of a whole image for images in "whole" mode, one slice per channel block. Owned by the
-  // calling thread and reused across calls (a fresh buffer would page-fault on every call).
-  static thread_local std::vector<T> image_grad_buffer;
+  // NHWC gradient of a whole image for images in "whole" mode, one slice per channel block.
   bool any_whole = false;
   for (int64_t b = 0; b < N; ++b) any_whole |= plan.whole[b] && plan.image_begin[b] < plan.image_begin[b + 1];
-  if (any_whole && image_grad_buffer.size() < static_cast<size_t>(HW) * C) {
-    image_grad_buffer = std::vector<T>();
-    image_grad_buffer.resize(static_cast<size_t>(HW) * C);
-  }
-  T* const image_grad_base = image_grad_buffer.data();  // thread_local: resolve it here, not in the workers
+  T* const image_grad_base = any_whole ? nhwc_scratch<T>(static_cast<size_t>(HW) * C) : nullptr;
   parallel_for(0, blocks, 1, blocks, [&](int64_t blk0, int64_t blk1) {
     for (int64_t blk = blk0; blk < blk1; ++blk) {
       const int ch0 = static_cast<int>(blk * C / blocks), ch1 = static_cast<int>((blk + 1) * C / blocks);

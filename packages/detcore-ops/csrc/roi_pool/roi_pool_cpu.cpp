@@ -5,19 +5,23 @@
 // takes the maximum over its pixels (first maximum in row-major order) and remembers where it was
 // (argmax: index h * W + w within the channel plane; -1 and value 0 for an empty bin).
 //
-// The bin rectangles depend only on the roi, so they are computed once per roi; forward runs in parallel
-// over rois, backward over channel blocks (each thread owns grad_input[:, its channels]: no atomics).
+// The bin rectangles depend only on the roi, so they are computed once per roi. Forward reads the pixels
+// channels-last (the whole image transposed once when the rois cover it more than once over, otherwise
+// each roi's box; see roi_align/roi_engine.h) so the max and argmax run over contiguous channels, in
+// parallel over rois. Backward runs over channel blocks (each thread owns grad_input[:, its channels]).
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common/buffer.h"
 #include "common/ops.h"
 #include "common/parallel.h"
+#include "roi_align/roi_engine.h"
 
 namespace detcore {
 namespace {
@@ -68,44 +72,162 @@ void validate(const T* rois, int64_t K, int64_t N) {
   }
 }
 
+// An index type as wide as T, so the argmax select vectorises together with the values.
+template <typename T>
+using Lane = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+
+// Running max and first argmax over the bin's pixels (row-major) for all channels; pixels come from a
+// channels-last base whose pixel (h, w) is at ((h - r_off) * row + (w - c_off)) * C. Strict ">" keeps the
+// first maximum (and ignores NaN), as torchvision does.
+template <typename T, int Bytes>
+__attribute__((always_inline)) inline void bin_max_impl(const T* base, int64_t row, int r_off, int c_off,
+                                                         const Bin& bin, int W, int C, T* best, Lane<T>* arg) {
+  using V = typename roi_engine::Vec<T, Bytes>::type;
+  using I = typename roi_engine::Vec<Lane<T>, Bytes>::type;
+  constexpr int L = roi_engine::Vec<T, Bytes>::lanes;
+  const bool empty = bin.h1 <= bin.h0 || bin.w1 <= bin.w0;
+  const T init = empty ? T(0) : static_cast<T>(-FLT_MAX);
+  int c0 = 0;
+  for (; c0 + L <= C; c0 += L) {
+    V b = V{} + init;
+    I a = I{} - 1;
+    for (int h = bin.h0; h < bin.h1; ++h) {
+      for (int w = bin.w0; w < bin.w1; ++w) {
+        const V v = *reinterpret_cast<const V*>(base + ((h - r_off) * row + (w - c_off)) * C + c0);
+        const I m = reinterpret_cast<I>(v > b);
+        const I idx = I{} + static_cast<Lane<T>>(static_cast<int64_t>(h) * W + w);
+        b = reinterpret_cast<V>((reinterpret_cast<I>(v) & m) | (reinterpret_cast<I>(b) & ~m));
+        a = (idx & m) | (a & ~m);
+      }
+    }
+    *reinterpret_cast<V*>(best + c0) = b;
+    *reinterpret_cast<I*>(arg + c0) = a;
+  }
+  for (; c0 < C; ++c0) {
+    T b = init;
+    Lane<T> a = -1;
+    for (int h = bin.h0; h < bin.h1; ++h) {
+      for (int w = bin.w0; w < bin.w1; ++w) {
+        const T v = base[((h - r_off) * row + (w - c_off)) * C + c0];
+        if (v > b) {
+          b = v;
+          a = static_cast<Lane<T>>(static_cast<int64_t>(h) * W + w);
+        }
+      }
+    }
+    best[c0] = b;
+    arg[c0] = a;
+  }
+}
+
+template <typename T>
+void bin_max_base(const T* base, int64_t row, int r_off, int c_off, const Bin& bin, int W, int C, T* best,
+                  Lane<T>* arg) {
+  bin_max_impl<T, 16>(base, row, r_off, c_off, bin, W, C, best, arg);
+}
+#ifdef DETCORE_ROI_AVX2
+template <typename T>
+DETCORE_AVX2_TARGET void bin_max_avx2(const T* base, int64_t row, int r_off, int c_off, const Bin& bin, int W, int C,
+                                      T* best, Lane<T>* arg) {
+  bin_max_impl<T, 32>(base, row, r_off, c_off, bin, W, C, best, arg);
+}
+#endif
+
+template <typename T>
+void bin_max(const T* base, int64_t row, int r_off, int c_off, const Bin& bin, int W, int C, T* best, Lane<T>* arg) {
+#ifdef DETCORE_ROI_AVX2
+  if (roi_engine::cpu_has_avx2()) return bin_max_avx2(base, row, r_off, c_off, bin, W, C, best, arg);
+#endif
+  bin_max_base(base, row, r_off, c_off, bin, W, C, best, arg);
+}
+
 template <typename T>
 void forward(const T* input, const T* rois, int64_t K, int64_t N, int C, int H, int W, int PH, int PW, T scale,
              T* output, int64_t* argmax, int num_threads) {
   validate(rois, K, N);
   const int64_t HW = static_cast<int64_t>(H) * W, P = static_cast<int64_t>(PH) * PW;
-  parallel_for(0, K, 4, num_threads, [&](int64_t k0, int64_t k1) {
+  if (K == 0 || C == 0) return;
+  // Per image: its rois (top to bottom) and how many pixels they cover.
+  std::vector<int64_t> begin(N + 1, 0), order(K), top(K), area(N, 0);
+  {
     std::vector<Bin> bins;
-    for (int64_t k = k0; k < k1; ++k) {
+    for (int64_t k = 0; k < K; ++k) {
       const T* roi = rois + k * 5;
-      const int64_t b = static_cast<int64_t>(roi[0]);
       roi_bins(roi, scale, H, W, PH, PW, bins);
-      // Bin outer, channel inner: the same few pixel rows of successive channel planes are a constant
-      // stride apart, which the hardware prefetchers follow.
-      const T* image = input + b * C * HW;
-      T* out = output + k * C * P;
-      int64_t* arg = argmax + k * C * P;
-      for (int64_t p = 0; p < P; ++p) {
-        const Bin& bin = bins[p];
-        const bool empty = bin.h1 <= bin.h0 || bin.w1 <= bin.w0;
-        for (int c = 0; c < C; ++c) {
-          const T* plane = image + c * HW;
-          T best = empty ? T(0) : static_cast<T>(-FLT_MAX);
-          int64_t where = -1;
-          for (int h = bin.h0; h < bin.h1; ++h) {
-            const T* row = plane + static_cast<int64_t>(h) * W;
-            for (int w = bin.w0; w < bin.w1; ++w) {
-              if (row[w] > best) {
-                best = row[w];
-                where = static_cast<int64_t>(h) * W + w;
-              }
-            }
+      int r0 = H, r1 = 0, c0 = W, c1 = 0;
+      for (const Bin& bin : bins) {
+        r0 = std::min(r0, bin.h0);
+        r1 = std::max(r1, bin.h1);
+        c0 = std::min(c0, bin.w0);
+        c1 = std::max(c1, bin.w1);
+      }
+      top[k] = r0;
+      const int64_t b = static_cast<int64_t>(roi[0]);
+      begin[b + 1] += 1;
+      area[b] += static_cast<int64_t>(std::max(0, r1 - r0)) * std::max(0, c1 - c0);
+    }
+  }
+  for (int64_t b = 0; b < N; ++b) begin[b + 1] += begin[b];
+  {
+    std::vector<int64_t> fill(begin.begin(), begin.end() - 1);
+    for (int64_t k = 0; k < K; ++k) order[fill[static_cast<int64_t>(rois[k * 5])]++] = k;
+    for (int64_t b = 0; b < N; ++b)
+      std::stable_sort(order.begin() + begin[b], order.begin() + begin[b + 1],
+                       [&](int64_t a, int64_t c) { return top[a] < top[c]; });
+  }
+  bool any_whole = false;
+  for (int64_t b = 0; b < N; ++b) any_whole |= area[b] > HW;
+  T* const whole_image = any_whole ? roi_engine::nhwc_scratch<T>(static_cast<size_t>(HW) * C) : nullptr;
+  for (int64_t b = 0; b < N; ++b) {
+    if (begin[b] == begin[b + 1]) continue;
+    const T* img = input + b * C * HW;
+    const bool whole = area[b] > HW;
+    if (whole) {
+      parallel_for(0, H, 8, num_threads, [&](int64_t r0, int64_t r1) {
+        roi_engine::gather_nhwc(img, C, H, W, static_cast<int>(r0), static_cast<int>(r1), 0, W,
+                                whole_image + r0 * W * C);
+      });
+    }
+    parallel_for(begin[b], begin[b + 1], 4, num_threads, [&](int64_t i0, int64_t i1) {
+      std::vector<Bin> bins;
+      std::vector<T> region, best(C);
+      std::vector<Lane<T>> arg(C);
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t k = order[i];
+        roi_bins(rois + k * 5, scale, H, W, PH, PW, bins);
+        const T* base = whole_image;
+        int64_t row = W;
+        int r_off = 0, c_off = 0;
+        if (!whole) {
+          int r0 = H, r1 = 0, c0 = W, c1 = 0;
+          for (const Bin& bin : bins) {
+            if (bin.h1 <= bin.h0 || bin.w1 <= bin.w0) continue;
+            r0 = std::min(r0, bin.h0);
+            r1 = std::max(r1, bin.h1);
+            c0 = std::min(c0, bin.w0);
+            c1 = std::max(c1, bin.w1);
           }
-          out[c * P + p] = best;
-          arg[c * P + p] = where;
+          if (r1 > r0 && c1 > c0) {
+            region.resize(static_cast<size_t>(r1 - r0) * (c1 - c0) * C);
+            roi_engine::gather_nhwc(img, C, H, W, r0, r1, c0, c1, region.data());
+          }
+          base = region.data();
+          row = c1 - c0;
+          r_off = r0;
+          c_off = c0;
+        }
+        T* out = output + k * C * P;
+        int64_t* am = argmax + k * C * P;
+        for (int64_t p = 0; p < P; ++p) {
+          bin_max(base, row, r_off, c_off, bins[p], W, C, best.data(), arg.data());
+          for (int c = 0; c < C; ++c) {
+            out[c * P + p] = best[c];
+            am[c * P + p] = arg[c];
+          }
         }
       }
-    }
-  });
+    });
+  }
 }
 
 template <typename T>
