@@ -16,14 +16,18 @@ import torch
 __all__ = ["run"]
 
 
-def _median_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
-    fn()  # warm-up
-    times = []
+def _paired_medians(ours: Callable[[], object], reference: Callable[[], object], repeats: int = 3):
+    """Median seconds of each, measured alternately (after one warm-up each) so drifting machine load
+    affects both alike."""
+    ours()
+    reference()
+    a, b = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, times in ((ours, a), (reference, b)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(a), statistics.median(b)
 
 
 def _inputs(seed: int = 0, k: int = 1024):
@@ -47,8 +51,10 @@ def run(report) -> None:
     feature, rois, angles = _inputs()
     out_size, scale, ratio = (7, 7), 0.25, 0
 
-    ours = _median_seconds(lambda: roi_align(feature, rois, out_size, scale, ratio, True))
-    ref = _median_seconds(lambda: torchvision.ops.roi_align(feature, rois, out_size, scale, ratio, True))
+    ours, ref = _paired_medians(
+        lambda: roi_align(feature, rois, out_size, scale, ratio, True),
+        lambda: torchvision.ops.roi_align(feature, rois, out_size, scale, ratio, True),
+    )
     report("roi_align forward (1024 boxes, 2x256x200x336, 7x7)", ours, ref, "torchvision.ops.roi_align")
 
     grad = torch.randn(rois.shape[0], 256, 7, 7, generator=torch.Generator().manual_seed(1))
@@ -57,12 +63,13 @@ def run(report) -> None:
         x = feature.detach().requires_grad_()
         fn(x, rois, out_size, scale, ratio, True).backward(grad)
 
-    ours = _median_seconds(lambda: fwd_bwd(roi_align))
-    ref = _median_seconds(lambda: fwd_bwd(torchvision.ops.roi_align))
+    ours, ref = _paired_medians(lambda: fwd_bwd(roi_align), lambda: fwd_bwd(torchvision.ops.roi_align))
     report("roi_align forward+backward (same inputs)", ours, ref, "torchvision.ops.roi_align")
 
-    ours = _median_seconds(lambda: roi_pool(feature, rois, out_size, scale))
-    ref = _median_seconds(lambda: torchvision.ops.roi_pool(feature, rois, out_size, scale))
+    ours, ref = _paired_medians(
+        lambda: roi_pool(feature, rois, out_size, scale),
+        lambda: torchvision.ops.roi_pool(feature, rois, out_size, scale),
+    )
     report("roi_pool forward (same inputs)", ours, ref, "torchvision.ops.roi_pool")
 
     # The same boxes as (cx, cy, w, h, angle): angle 0 covers exactly what roi_align(aligned=True) samples.
@@ -70,11 +77,19 @@ def run(report) -> None:
     rotated = torch.cat(
         [rois[:, :1], (xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2], 0 * angles], 1
     )
-    ref = _median_seconds(lambda: roi_align(feature, rois, out_size, scale, ratio, True))
-    ours = _median_seconds(lambda: roi_align_rotated(feature, rotated, out_size, scale, ratio))
+
+    def same_boxes():
+        return roi_align(feature, rois, out_size, scale, ratio, True)
+
+    ours, ref = _paired_medians(
+        lambda: roi_align_rotated(feature, rotated, out_size, scale, ratio), same_boxes, 5
+    )
     report("roi_align_rotated forward, angle 0", ours, ref, "detcore roi_align (same boxes)")
-    rotated[:, 5:] = angles
-    ours = _median_seconds(lambda: roi_align_rotated(feature, rotated, out_size, scale, ratio))
+    rotated_random = rotated.clone()
+    rotated_random[:, 5:] = angles
+    ours, ref = _paired_medians(
+        lambda: roi_align_rotated(feature, rotated_random, out_size, scale, ratio), same_boxes, 5
+    )
     report(
         "roi_align_rotated forward, random angles",
         ours,
