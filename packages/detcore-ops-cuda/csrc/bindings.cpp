@@ -121,7 +121,7 @@ PYBIND11_MODULE(_C, m) {
       py::arg("dilation_w"), py::arg("out_h"), py::arg("out_w"), py::arg("offset_groups"), py::arg("use_mask"),
       py::arg("dtype"), py::arg("grad_offset"), py::arg("grad_mask"), py::arg("stream"), nogil);
 
-  m.def("paste_masks", &dc::paste_masks, py::arg("masks"), py::arg("boxes"), py::arg("n"), py::arg("mask_height"),
-        py::arg("mask_width"), py::arg("image_height"), py::arg("image_width"), py::arg("threshold"),
-        py::arg("dtype"), py::arg("out"), py::arg("stream"), nogil);
+  m.def("paste_masks", &dc::paste_masks, py::arg("masks"), py::arg("mask_dtype"), py::arg("boxes"),
+        py::arg("box_dtype"), py::arg("n"), py::arg("mask_height"), py::arg("mask_width"), py::arg("image_height"),
+        py::arg("image_width"), py::arg("threshold"), py::arg("out"), py::arg("stream"), nogil);
 }

@@ -11,6 +11,7 @@ namespace {
 template <typename T>
 struct AxisAlignedPolicy {
   T threshold;  // suppress when overlap > threshold
+  bool cross_class;  // always false: detcore's batched_nms is exact per category
   __device__ T prepare(const T* a) const { return box_area(a); }
   __device__ bool suppress(const T* a, T area_a, const T* b) const {
     return nms_overlap(a, area_a, b, box_area(b)) > threshold;
@@ -49,7 +50,7 @@ void nms_mask(uptr boxes, uptr idxs, int64_t n, double iou_threshold, int dtype,
   dispatch_floating(dtype, "nms", [&](auto zero) {
     using T = decltype(zero);
     launch_nms_mask<T, 4>(ptr<const T>(boxes), ptr<const int64_t>(idxs), n,
-                          AxisAlignedPolicy<T>{threshold_gt<T>(iou_threshold)}, ptr<unsigned long long>(mask),
+                          AxisAlignedPolicy<T>{threshold_gt<T>(iou_threshold), false}, ptr<unsigned long long>(mask),
                           as_stream(stream), "nms");
   });
 }

@@ -29,7 +29,9 @@ inline T threshold_ge(double t) {
 
 #ifdef __CUDACC__
 // Block (x = column block, y = row block) of 64 threads; thread r of a row block compares box
-// 64 * by + r with the boxes of column block bx that come after it. Policy::suppress(a, b) decides.
+// 64 * by + r with the boxes of column block bx that come after it. Policy::suppress(a, prep, b) decides
+// for boxes of the same category; boxes of different categories suppress each other iff
+// Policy::cross_class (their IoU counts as 0).
 template <typename T, int D, typename Policy>
 __global__ void nms_mask_kernel(const T* __restrict__ boxes, const int64_t* __restrict__ idxs, int64_t n,
                                 int64_t col_blocks, Policy policy, unsigned long long* __restrict__ mask) {
@@ -58,8 +60,7 @@ __global__ void nms_mask_kernel(const T* __restrict__ boxes, const int64_t* __re
     unsigned long long bits = 0;
     const int start = row_block == col_block ? tid + 1 : 0;
     for (int k = start; k < col_size; ++k) {
-      if (col_idx[k] != cls) continue;
-      if (policy.suppress(row, prep, cols + k * D)) bits |= 1ULL << k;
+      if (col_idx[k] != cls ? policy.cross_class : policy.suppress(row, prep, cols + k * D)) bits |= 1ULL << k;
     }
     mask[i * col_blocks + col_block] = bits;
   }

@@ -74,9 +74,11 @@ void deform_col2im_coord(uptr columns, uptr input, uptr offset, uptr mask, const
                          uptr grad_offset, uptr grad_mask, uptr stream);
 
 // --- paste_masks_cuda.cu ------------------------------------------------------------------------------
-// out is uint8 [n, image_height, image_width]: (value >= threshold) when threshold >= 0, else the
-// soft value * 255 truncated.
-void paste_masks(uptr masks, uptr boxes, int64_t n, int64_t mask_height, int64_t mask_width, int64_t image_height,
-                 int64_t image_width, double threshold, int dtype, uptr out, uptr stream);
+// masks [n, mask_height, mask_width] (mask_dtype), boxes [n, 4] (box_dtype); out is uint8
+// [n, image_height, image_width]: (value >= threshold) when threshold >= 0, else the soft value * 255
+// truncated.
+void paste_masks(uptr masks, int mask_dtype, uptr boxes, int box_dtype, int64_t n, int64_t mask_height,
+                 int64_t mask_width, int64_t image_height, int64_t image_width, double threshold, uptr out,
+                 uptr stream);
 
 }  // namespace detcore_cuda

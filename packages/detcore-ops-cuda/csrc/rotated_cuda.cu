@@ -19,6 +19,9 @@ __global__ void box_iou_rotated_kernel(const T* __restrict__ a, const T* __restr
 template <typename T>
 struct RotatedPolicy {
   T threshold;  // suppress when IoU >= threshold
+  // Different categories have IoU 0 (detectron2's batched_nms_rotated offsets them apart), so they
+  // suppress each other when 0 >= threshold.
+  bool cross_class;
   __device__ int prepare(const T*) const { return 0; }
   __device__ bool suppress(const T* a, int, const T* b) const { return rotated_iou(a, b) >= threshold; }
 };
@@ -40,7 +43,7 @@ void nms_rotated_mask(uptr boxes, uptr idxs, int64_t n, double iou_threshold, in
   dispatch_floating(dtype, "nms_rotated", [&](auto zero) {
     using T = decltype(zero);
     launch_nms_mask<T, 5>(ptr<const T>(boxes), ptr<const int64_t>(idxs), n,
-                          RotatedPolicy<T>{threshold_ge<T>(iou_threshold)}, ptr<unsigned long long>(mask),
+                          RotatedPolicy<T>{threshold_ge<T>(iou_threshold), 0.0 >= iou_threshold}, ptr<unsigned long long>(mask),
                           as_stream(stream), "nms_rotated");
   });
 }

@@ -43,8 +43,9 @@ def _nms(boxes: Tensor, scores: Tensor, idxs: Tensor | None, iou_threshold: floa
         return torch.empty(0, dtype=torch.int64, device=device)
     dtype = compute_dtype(boxes.dtype)
     with torch.cuda.device(device):
-        # Decreasing score, ties by index (stable); NaN scores first, as on the CPU.
-        order = torch.sort(scores.to(dtype), descending=True, stable=True).indices
+        # Decreasing score, ties by index (stable); NaN scores first. Scores are ordered in the precision the
+        # CPU kernels use: the box dtype for nms, float64 for nms_rotated.
+        order = torch.sort(scores.to(torch.float64 if rotated else dtype), descending=True, stable=True).indices
         sorted_boxes = _as(boxes[order], dtype)
         sorted_idxs = None if idxs is None else _as(idxs[order], torch.int64)
         col_blocks = (n + _NMS_BLOCK - 1) // _NMS_BLOCK
@@ -413,14 +414,14 @@ def _paste_masks_in_image_cuda(
     masks: Tensor, boxes: Tensor, image_height: int, image_width: int, threshold: float
 ) -> Tensor:
     device = masks.device
-    dtype = compute_dtype(masks.dtype)
     n, mh, mw = masks.shape
     with torch.cuda.device(device):
-        mk, bx = _as(masks, dtype), _as(boxes, dtype)
+        # As the CPU kernel: masks sample in float32 unless float64 (bool/uint8/half too); boxes likewise.
+        mk, bx = _as(masks, compute_dtype(masks.dtype)), _as(boxes, compute_dtype(boxes.dtype))
         out = torch.empty((n, image_height, image_width), dtype=torch.uint8, device=device)
         if out.numel() > 0:
             native().paste_masks(
-                mk.data_ptr(), bx.data_ptr(), n, mh, mw, image_height, image_width, float(threshold),
-                dtype_code(mk), out.data_ptr(), stream_of(device),
+                mk.data_ptr(), dtype_code(mk), bx.data_ptr(), dtype_code(bx), n, mh, mw, image_height,
+                image_width, float(threshold), out.data_ptr(), stream_of(device),
             )  # fmt: skip
         return out.view(torch.bool) if threshold >= 0 else out
