@@ -102,6 +102,8 @@ DETCORE_HD RoiAlignBox<T> roi_align_box(const T* roi, T spatial_scale, int64_t p
   r.bin_w = roi_w / static_cast<T>(pooled_width);
   r.grid_h = sampling_ratio > 0 ? sampling_ratio : static_cast<int64_t>(ceil(roi_h / static_cast<T>(pooled_height)));
   r.grid_w = sampling_ratio > 0 ? sampling_ratio : static_cast<int64_t>(ceil(roi_w / static_cast<T>(pooled_width)));
+  r.grid_h = max_<int64_t>(r.grid_h, 0);  // an empty (negative-size) RoI samples nothing
+  r.grid_w = max_<int64_t>(r.grid_w, 0);
   r.count = static_cast<T>(max_<int64_t>(r.grid_h * r.grid_w, 1));
   return r;
 }
@@ -171,6 +173,8 @@ DETCORE_HD RoiRotatedBox<T> roi_rotated_box(const T* roi, T spatial_scale, int64
   r.grid_w = sampling_ratio > 0 ? sampling_ratio : static_cast<int64_t>(ceil(roi_w / static_cast<T>(pooled_width)));
   r.start_h = -roi_h / T(2);
   r.start_w = -roi_w / T(2);
+  r.grid_h = max_<int64_t>(r.grid_h, 0);  // an empty (negative-size) RoI samples nothing
+  r.grid_w = max_<int64_t>(r.grid_w, 0);
   r.count = static_cast<T>(max_<int64_t>(r.grid_h * r.grid_w, 1));
   return r;
 }

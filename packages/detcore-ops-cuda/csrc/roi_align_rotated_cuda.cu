@@ -12,26 +12,27 @@ struct AtomicAdd {
 };
 
 template <typename T>
-__global__ void roi_align_rotated_forward_kernel(const T* __restrict__ input, const T* __restrict__ rois, int64_t total,
-                                         int64_t channels, int64_t height, int64_t width, T spatial_scale,
-                                         int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
-                                         T* __restrict__ output) {
+__global__ void roi_align_rotated_forward_kernel(const T* __restrict__ input, const T* __restrict__ rois,
+                                                 int64_t total, int64_t channels, int64_t height, int64_t width,
+                                                 T spatial_scale, int64_t pooled_height, int64_t pooled_width,
+                                                 int64_t sampling_ratio, T* __restrict__ output) {
   DETCORE_KERNEL_LOOP(index, total) {
     const int64_t pw = index % pooled_width;
     const int64_t ph = (index / pooled_width) % pooled_height;
     const int64_t c = (index / pooled_width / pooled_height) % channels;
     const int64_t n = index / pooled_width / pooled_height / channels;
-    const RoiRotatedBox<T> r = roi_rotated_box(rois + n * 6, spatial_scale, pooled_height, pooled_width, sampling_ratio);
+    const RoiRotatedBox<T> r =
+        roi_rotated_box(rois + n * 6, spatial_scale, pooled_height, pooled_width, sampling_ratio);
     const T* plane = input + (r.batch * channels + c) * height * width;
     output[index] = roi_align_rotated_one(plane, height, width, r, ph, pw);
   }
 }
 
 template <typename T>
-__global__ void roi_align_rotated_backward_kernel(const T* __restrict__ grad, const T* __restrict__ rois, int64_t total,
-                                          int64_t channels, int64_t height, int64_t width, T spatial_scale,
-                                          int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
-                                          T* grad_input) {
+__global__ void roi_align_rotated_backward_kernel(const T* __restrict__ grad, const T* __restrict__ rois,
+                                                  int64_t total, int64_t channels, int64_t height, int64_t width,
+                                                  T spatial_scale, int64_t pooled_height, int64_t pooled_width,
+                                                  int64_t sampling_ratio, T* grad_input) {
   DETCORE_KERNEL_LOOP(index, total) {
     const int64_t pw = index % pooled_width;
     const int64_t ph = (index / pooled_width) % pooled_height;
@@ -39,7 +40,8 @@ __global__ void roi_align_rotated_backward_kernel(const T* __restrict__ grad, co
     const int64_t n = index / pooled_width / pooled_height / channels;
     const T g = grad[index];
     if (g == T(0)) continue;
-    const RoiRotatedBox<T> r = roi_rotated_box(rois + n * 6, spatial_scale, pooled_height, pooled_width, sampling_ratio);
+    const RoiRotatedBox<T> r =
+        roi_rotated_box(rois + n * 6, spatial_scale, pooled_height, pooled_width, sampling_ratio);
     const AtomicAdd<T> add{grad_input + (r.batch * channels + c) * height * width};
     roi_align_rotated_backward_one(g, height, width, r, ph, pw, add);
   }
@@ -47,9 +49,9 @@ __global__ void roi_align_rotated_backward_kernel(const T* __restrict__ grad, co
 
 }  // namespace
 
-void roi_align_rotated_forward(uptr input, uptr rois, int64_t num_rois, int64_t channels, int64_t height, int64_t width,
-                       double spatial_scale, int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
-                       int dtype, uptr output, uptr stream) {
+void roi_align_rotated_forward(uptr input, uptr rois, int64_t num_rois, int64_t channels, int64_t height,
+                               int64_t width, double spatial_scale, int64_t pooled_height, int64_t pooled_width,
+                               int64_t sampling_ratio, int dtype, uptr output, uptr stream) {
   const int64_t total = num_rois * channels * pooled_height * pooled_width;
   if (total <= 0) return;
   dispatch_floating(dtype, "roi_align_rotated", [&](auto zero) {
@@ -61,9 +63,9 @@ void roi_align_rotated_forward(uptr input, uptr rois, int64_t num_rois, int64_t 
   check_launch("roi_align_rotated");
 }
 
-void roi_align_rotated_backward(uptr grad, uptr rois, int64_t num_rois, int64_t channels, int64_t height, int64_t width,
-                        double spatial_scale, int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
-                        int dtype, uptr grad_input, uptr stream) {
+void roi_align_rotated_backward(uptr grad, uptr rois, int64_t num_rois, int64_t channels, int64_t height,
+                                int64_t width, double spatial_scale, int64_t pooled_height, int64_t pooled_width,
+                                int64_t sampling_ratio, int dtype, uptr grad_input, uptr stream) {
   const int64_t total = num_rois * channels * pooled_height * pooled_width;
   if (total <= 0) return;
   dispatch_floating(dtype, "_roi_align_rotated_backward", [&](auto zero) {

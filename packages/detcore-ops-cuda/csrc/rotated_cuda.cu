@@ -42,8 +42,8 @@ void nms_rotated_mask(uptr boxes, uptr idxs, int64_t n, double iou_threshold, in
                       uptr stream) {
   dispatch_floating(dtype, "nms_rotated", [&](auto zero) {
     using T = decltype(zero);
-    launch_nms_mask<T, 5>(ptr<const T>(boxes), ptr<const int64_t>(idxs), n,
-                          RotatedPolicy<T>{threshold_ge<T>(iou_threshold), 0.0 >= iou_threshold}, ptr<unsigned long long>(mask),
+    const RotatedPolicy<T> policy{threshold_ge<T>(iou_threshold), 0.0 >= iou_threshold};
+    launch_nms_mask<T, 5>(ptr<const T>(boxes), ptr<const int64_t>(idxs), n, policy, ptr<unsigned long long>(mask),
                           as_stream(stream), "nms_rotated");
   });
 }

@@ -236,7 +236,8 @@ def test_box_iou_rotated_golden_and_cpu() -> None:
             iou = ops.box_iou_rotated(*_cuda(a.to(dtype), b.to(dtype)))
             np.testing.assert_allclose(iou.cpu().numpy(), e[kiou], atol=1e-5, rtol=0)
             _close(iou, ops.box_iou_rotated(a.to(dtype), b.to(dtype)), atol=1e-6)
-    assert list(ops.box_iou_rotated(*_cuda(torch.zeros(0, 5), a)).shape) == list(e["empty_iou_shape"])
+    pairs = torch.from_numpy(e["pairs_a"])
+    assert list(ops.box_iou_rotated(*_cuda(torch.zeros(0, 5), pairs)).shape) == list(e["empty_iou_shape"])
 
 
 # ---------------------------------------------------------------------------------------------- RoIAlign / RoIPool
