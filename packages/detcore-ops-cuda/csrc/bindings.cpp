@@ -51,28 +51,29 @@ PYBIND11_MODULE(_C, m) {
   m.def("box_iou_rotated", &dc::box_iou_rotated, py::arg("boxes1"), py::arg("boxes2"), py::arg("n"), py::arg("m"),
         py::arg("dtype"), py::arg("out"), py::arg("stream"), nogil);
   m.def("roi_align_forward", &dc::roi_align_forward, py::arg("input"), py::arg("rois"), py::arg("num_rois"),
-        py::arg("channels"), py::arg("height"), py::arg("width"), py::arg("spatial_scale"),
+        py::arg("batch_size"), py::arg("channels"), py::arg("height"), py::arg("width"), py::arg("spatial_scale"),
         py::arg("pooled_height"), py::arg("pooled_width"), py::arg("sampling_ratio"), py::arg("aligned"),
         py::arg("dtype"), py::arg("output"), py::arg("stream"), nogil);
   m.def("roi_align_backward", &dc::roi_align_backward, py::arg("grad"), py::arg("rois"), py::arg("num_rois"),
-        py::arg("channels"), py::arg("height"), py::arg("width"), py::arg("spatial_scale"),
+        py::arg("batch_size"), py::arg("channels"), py::arg("height"), py::arg("width"), py::arg("spatial_scale"),
         py::arg("pooled_height"), py::arg("pooled_width"), py::arg("sampling_ratio"), py::arg("aligned"),
         py::arg("dtype"), py::arg("grad_input"), py::arg("stream"), nogil);
   m.def("roi_pool_forward", &dc::roi_pool_forward, py::arg("input"), py::arg("rois"), py::arg("num_rois"),
-        py::arg("channels"), py::arg("height"), py::arg("width"), py::arg("spatial_scale"),
+        py::arg("batch_size"), py::arg("channels"), py::arg("height"), py::arg("width"), py::arg("spatial_scale"),
         py::arg("pooled_height"), py::arg("pooled_width"), py::arg("dtype"), py::arg("output"), py::arg("argmax"),
         py::arg("stream"), nogil);
   m.def("roi_pool_backward", &dc::roi_pool_backward, py::arg("grad"), py::arg("rois"), py::arg("argmax"),
-        py::arg("num_rois"), py::arg("channels"), py::arg("height"), py::arg("width"), py::arg("pooled_height"),
-        py::arg("pooled_width"), py::arg("dtype"), py::arg("grad_input"), py::arg("stream"), nogil);
+        py::arg("num_rois"), py::arg("batch_size"), py::arg("channels"), py::arg("height"), py::arg("width"),
+        py::arg("pooled_height"), py::arg("pooled_width"), py::arg("dtype"), py::arg("grad_input"),
+        py::arg("stream"), nogil);
   m.def("roi_align_rotated_forward", &dc::roi_align_rotated_forward, py::arg("input"), py::arg("rois"),
-        py::arg("num_rois"), py::arg("channels"), py::arg("height"), py::arg("width"), py::arg("spatial_scale"),
-        py::arg("pooled_height"), py::arg("pooled_width"), py::arg("sampling_ratio"), py::arg("dtype"),
-        py::arg("output"), py::arg("stream"), nogil);
+        py::arg("num_rois"), py::arg("batch_size"), py::arg("channels"), py::arg("height"), py::arg("width"),
+        py::arg("spatial_scale"), py::arg("pooled_height"), py::arg("pooled_width"), py::arg("sampling_ratio"),
+        py::arg("dtype"), py::arg("output"), py::arg("stream"), nogil);
   m.def("roi_align_rotated_backward", &dc::roi_align_rotated_backward, py::arg("grad"), py::arg("rois"),
-        py::arg("num_rois"), py::arg("channels"), py::arg("height"), py::arg("width"), py::arg("spatial_scale"),
-        py::arg("pooled_height"), py::arg("pooled_width"), py::arg("sampling_ratio"), py::arg("dtype"),
-        py::arg("grad_input"), py::arg("stream"), nogil);
+        py::arg("num_rois"), py::arg("batch_size"), py::arg("channels"), py::arg("height"), py::arg("width"),
+        py::arg("spatial_scale"), py::arg("pooled_height"), py::arg("pooled_width"), py::arg("sampling_ratio"),
+        py::arg("dtype"), py::arg("grad_input"), py::arg("stream"), nogil);
 
   // Deformable convolution: the geometry is passed flat.
   m.def(

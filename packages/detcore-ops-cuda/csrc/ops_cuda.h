@@ -28,29 +28,33 @@ void box_iou_rotated(uptr boxes1, uptr boxes2, int64_t n, int64_t m, int dtype, 
 void nms_rotated_mask(uptr boxes, uptr idxs, int64_t n, double iou_threshold, int dtype, uptr mask,
                       uptr stream);
 
-// --- roi_align_cuda.cu --------------------------------------------------------------------------------
-void roi_align_forward(uptr input, uptr rois, int64_t num_rois, int64_t channels, int64_t height, int64_t width,
-                       double spatial_scale, int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
-                       bool aligned, int dtype, uptr output, uptr stream);
-void roi_align_backward(uptr grad, uptr rois, int64_t num_rois, int64_t channels, int64_t height, int64_t width,
-                        double spatial_scale, int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
-                        bool aligned, int dtype, uptr grad_input, uptr stream);
-
-// --- roi_pool_cuda.cu ---------------------------------------------------------------------------------
-void roi_pool_forward(uptr input, uptr rois, int64_t num_rois, int64_t channels, int64_t height, int64_t width,
-                      double spatial_scale, int64_t pooled_height, int64_t pooled_width, int dtype, uptr output,
-                      uptr argmax, uptr stream);
-void roi_pool_backward(uptr grad, uptr rois, uptr argmax, int64_t num_rois, int64_t channels, int64_t height,
-                       int64_t width, int64_t pooled_height, int64_t pooled_width, int dtype, uptr grad_input,
+// --- roi_align_cuda.cu, roi_pool_cuda.cu, roi_align_rotated_cuda.cu ---------------------------------
+// input [batch_size, channels, height, width]; rois [num_rois, 5] (image index, x1, y1, x2, y2) or
+// [num_rois, 6] (image index, cx, cy, w, h, angle). A RoI whose image index is outside [0, batch_size) pools
+// zeros and gets no gradient (a kernel cannot raise). Outputs [num_rois, channels, pooled_h, pooled_w].
+void roi_align_forward(uptr input, uptr rois, int64_t num_rois, int64_t batch_size, int64_t channels,
+                       int64_t height, int64_t width, double spatial_scale, int64_t pooled_height,
+                       int64_t pooled_width, int64_t sampling_ratio, bool aligned, int dtype, uptr output,
                        uptr stream);
-
-// --- roi_align_rotated_cuda.cu ------------------------------------------------------------------------
-void roi_align_rotated_forward(uptr input, uptr rois, int64_t num_rois, int64_t channels, int64_t height,
-                               int64_t width, double spatial_scale, int64_t pooled_height, int64_t pooled_width,
-                               int64_t sampling_ratio, int dtype, uptr output, uptr stream);
-void roi_align_rotated_backward(uptr grad, uptr rois, int64_t num_rois, int64_t channels, int64_t height,
-                                int64_t width, double spatial_scale, int64_t pooled_height, int64_t pooled_width,
-                                int64_t sampling_ratio, int dtype, uptr grad_input, uptr stream);
+void roi_align_backward(uptr grad, uptr rois, int64_t num_rois, int64_t batch_size, int64_t channels,
+                        int64_t height, int64_t width, double spatial_scale, int64_t pooled_height,
+                        int64_t pooled_width, int64_t sampling_ratio, bool aligned, int dtype, uptr grad_input,
+                        uptr stream);
+// argmax is int64: the flat h * width + w index of the maximum in its channel plane, -1 for an empty bin.
+void roi_pool_forward(uptr input, uptr rois, int64_t num_rois, int64_t batch_size, int64_t channels,
+                      int64_t height, int64_t width, double spatial_scale, int64_t pooled_height,
+                      int64_t pooled_width, int dtype, uptr output, uptr argmax, uptr stream);
+void roi_pool_backward(uptr grad, uptr rois, uptr argmax, int64_t num_rois, int64_t batch_size, int64_t channels,
+                       int64_t height, int64_t width, int64_t pooled_height, int64_t pooled_width, int dtype,
+                       uptr grad_input, uptr stream);
+void roi_align_rotated_forward(uptr input, uptr rois, int64_t num_rois, int64_t batch_size, int64_t channels,
+                               int64_t height, int64_t width, double spatial_scale, int64_t pooled_height,
+                               int64_t pooled_width, int64_t sampling_ratio, int dtype, uptr output,
+                               uptr stream);
+void roi_align_rotated_backward(uptr grad, uptr rois, int64_t num_rois, int64_t batch_size, int64_t channels,
+                                int64_t height, int64_t width, double spatial_scale, int64_t pooled_height,
+                                int64_t pooled_width, int64_t sampling_ratio, int dtype, uptr grad_input,
+                                uptr stream);
 
 // --- deform_conv_cuda.cu ------------------------------------------------------------------------------
 // Geometry shared by the three deformable-convolution kernels (torchvision's layout).

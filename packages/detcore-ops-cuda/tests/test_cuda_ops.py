@@ -340,6 +340,25 @@ def test_roi_align_rotated_golden_and_cpu(name: str) -> None:
         _close(gi, ops._roi_align_rotated_backward(grad, rois, *bargs), atol * 10)
 
 
+def test_roi_image_index_out_of_range_pools_zeros() -> None:
+    # The custom ops are called directly (no argument validation): the kernels must not read or write
+    # outside the feature map, and give zeros.
+    g = _gen(14)
+    x = torch.rand(2, 3, 8, 8, generator=g, device="cpu").to(CUDA)
+    rois = torch.tensor([[5.0, 1, 1, 6, 6], [-1.0, 1, 1, 6, 6], [1.0, 1, 1, 6, 6]], device=CUDA)
+    rotated = torch.tensor([[5.0, 4, 4, 3, 3, 30], [1.0, 4, 4, 3, 3, 30]], device=CUDA)
+    out = ops.roi_align(x, rois, 1.0, 2, 2, 2, True)
+    assert (out[:2] == 0).all() and (out[2] != 0).any()
+    pooled, argmax = ops.roi_pool(x, rois, 1.0, 2, 2)
+    assert (pooled[:2] == 0).all() and (argmax[:2] == -1).all() and (argmax[2] >= 0).all()
+    rout = ops.roi_align_rotated(x, rotated, 1.0, 2, 2, 2)
+    assert (rout[0] == 0).all() and (rout[1] != 0).any()
+    gi = ops._roi_align_backward(torch.ones_like(out), rois, 1.0, 2, 2, 2, 3, 8, 8, 2, True)
+    gr = ops._roi_align_rotated_backward(torch.ones_like(rout), rotated, 1.0, 2, 2, 2, 3, 8, 8, 2)
+    assert gi[0].sum() == 0 and gi[1].sum() > 0 and gr[0].sum() == 0 and gr[1].sum() > 0
+    torch.cuda.synchronize()
+
+
 # ---------------------------------------------------------------------------------------------- deform_conv2d
 
 DEFORM_CASES = [

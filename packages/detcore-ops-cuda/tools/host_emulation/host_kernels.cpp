@@ -66,53 +66,59 @@ PYBIND11_MODULE(host_kernels, m) {
   m.def("nms_reduce", &nms_reduce_h);
   m.def("box_iou", [](uptr a, uptr b, int64_t n, int64_t mm, int d, uptr o, uptr s) { box_iou_h(a, b, n, mm, d, o, s, false); });
   m.def("box_iou_rotated", [](uptr a, uptr b, int64_t n, int64_t mm, int d, uptr o, uptr s) { box_iou_h(a, b, n, mm, d, o, s, true); });
-  m.def("roi_align_forward", [](uptr input, uptr rois, int64_t K, int64_t C, int64_t H, int64_t W, double sc, int64_t PH, int64_t PW, int64_t sr, bool al, int d, uptr out, uptr) {
+  m.def("roi_align_forward", [](uptr input, uptr rois, int64_t K, int64_t NB, int64_t C, int64_t H, int64_t W, double sc, int64_t PH, int64_t PW, int64_t sr, bool al, int d, uptr out, uptr) {
     disp(d, [&](auto z) { using T = decltype(z);
       for (int64_t idx = 0; idx < K * C * PH * PW; ++idx) {
         int64_t pw = idx % PW, ph = (idx / PW) % PH, c = (idx / PW / PH) % C, n = idx / PW / PH / C;
         auto r = roi_align_box(P<const T>(rois) + n * 5, (T)sc, PH, PW, sr, al);
+        if (r.batch < 0 || r.batch >= NB) { P<T>(out)[idx] = 0; continue; }
         P<T>(out)[idx] = roi_align_one(P<const T>(input) + (r.batch * C + c) * H * W, H, W, r, ph, pw);
       } });
   });
-  m.def("roi_align_backward", [](uptr grad, uptr rois, int64_t K, int64_t C, int64_t H, int64_t W, double sc, int64_t PH, int64_t PW, int64_t sr, bool al, int d, uptr gi, uptr) {
+  m.def("roi_align_backward", [](uptr grad, uptr rois, int64_t K, int64_t NB, int64_t C, int64_t H, int64_t W, double sc, int64_t PH, int64_t PW, int64_t sr, bool al, int d, uptr gi, uptr) {
     disp(d, [&](auto z) { using T = decltype(z);
       for (int64_t idx = 0; idx < K * C * PH * PW; ++idx) {
         int64_t pw = idx % PW, ph = (idx / PW) % PH, c = (idx / PW / PH) % C, n = idx / PW / PH / C;
         auto r = roi_align_box(P<const T>(rois) + n * 5, (T)sc, PH, PW, sr, al);
+        if (r.batch < 0 || r.batch >= NB) continue;
         roi_align_backward_one(P<const T>(grad)[idx], H, W, r, ph, pw, Adder<T>{P<T>(gi) + (r.batch * C + c) * H * W});
       } });
   });
-  m.def("roi_align_rotated_forward", [](uptr input, uptr rois, int64_t K, int64_t C, int64_t H, int64_t W, double sc, int64_t PH, int64_t PW, int64_t sr, int d, uptr out, uptr) {
+  m.def("roi_align_rotated_forward", [](uptr input, uptr rois, int64_t K, int64_t NB, int64_t C, int64_t H, int64_t W, double sc, int64_t PH, int64_t PW, int64_t sr, int d, uptr out, uptr) {
     disp(d, [&](auto z) { using T = decltype(z);
       for (int64_t idx = 0; idx < K * C * PH * PW; ++idx) {
         int64_t pw = idx % PW, ph = (idx / PW) % PH, c = (idx / PW / PH) % C, n = idx / PW / PH / C;
         auto r = roi_rotated_box(P<const T>(rois) + n * 6, (T)sc, PH, PW, sr);
+        if (r.batch < 0 || r.batch >= NB) { P<T>(out)[idx] = 0; continue; }
         P<T>(out)[idx] = roi_align_rotated_one(P<const T>(input) + (r.batch * C + c) * H * W, H, W, r, ph, pw);
       } });
   });
-  m.def("roi_align_rotated_backward", [](uptr grad, uptr rois, int64_t K, int64_t C, int64_t H, int64_t W, double sc, int64_t PH, int64_t PW, int64_t sr, int d, uptr gi, uptr) {
+  m.def("roi_align_rotated_backward", [](uptr grad, uptr rois, int64_t K, int64_t NB, int64_t C, int64_t H, int64_t W, double sc, int64_t PH, int64_t PW, int64_t sr, int d, uptr gi, uptr) {
     disp(d, [&](auto z) { using T = decltype(z);
       for (int64_t idx = 0; idx < K * C * PH * PW; ++idx) {
         int64_t pw = idx % PW, ph = (idx / PW) % PH, c = (idx / PW / PH) % C, n = idx / PW / PH / C;
         auto r = roi_rotated_box(P<const T>(rois) + n * 6, (T)sc, PH, PW, sr);
+        if (r.batch < 0 || r.batch >= NB) continue;
         roi_align_rotated_backward_one(P<const T>(grad)[idx], H, W, r, ph, pw, Adder<T>{P<T>(gi) + (r.batch * C + c) * H * W});
       } });
   });
-  m.def("roi_pool_forward", [](uptr input, uptr rois, int64_t K, int64_t C, int64_t H, int64_t W, double sc, int64_t PH, int64_t PW, int d, uptr out, uptr am, uptr) {
+  m.def("roi_pool_forward", [](uptr input, uptr rois, int64_t K, int64_t NB, int64_t C, int64_t H, int64_t W, double sc, int64_t PH, int64_t PW, int d, uptr out, uptr am, uptr) {
     disp(d, [&](auto z) { using T = decltype(z);
       for (int64_t idx = 0; idx < K * C * PH * PW; ++idx) {
         int64_t pw = idx % PW, ph = (idx / PW) % PH, c = (idx / PW / PH) % C, n = idx / PW / PH / C;
-        const T* roi = P<const T>(rois) + n * 5; int64_t b = (int64_t)roi[0]; int64_t a;
+        const T* roi = P<const T>(rois) + n * 5; int64_t b = (int64_t)roi[0]; int64_t a = -1;
+        if (b < 0 || b >= NB) { P<T>(out)[idx] = 0; P<int64_t>(am)[idx] = -1; continue; }
         P<T>(out)[idx] = roi_pool_one(P<const T>(input) + (b * C + c) * H * W, H, W, roi, (T)sc, PH, PW, ph, pw, a);
         P<int64_t>(am)[idx] = a;
       } });
   });
-  m.def("roi_pool_backward", [](uptr grad, uptr rois, uptr am, int64_t K, int64_t C, int64_t H, int64_t W, int64_t PH, int64_t PW, int d, uptr gi, uptr) {
+  m.def("roi_pool_backward", [](uptr grad, uptr rois, uptr am, int64_t K, int64_t NB, int64_t C, int64_t H, int64_t W, int64_t PH, int64_t PW, int d, uptr gi, uptr) {
     disp(d, [&](auto z) { using T = decltype(z);
       for (int64_t idx = 0; idx < K * C * PH * PW; ++idx) {
-        int64_t a = P<const int64_t>(am)[idx]; if (a < 0) continue;
+        int64_t a = P<const int64_t>(am)[idx]; if (a < 0 || a >= H * W) continue;
         int64_t c = (idx / PW / PH) % C, n = idx / PW / PH / C;
         int64_t b = (int64_t)P<const T>(rois)[n * 5];
+        if (b < 0 || b >= NB) continue;
         P<T>(gi)[(b * C + c) * H * W + a] += P<const T>(grad)[idx];
       } });
   });

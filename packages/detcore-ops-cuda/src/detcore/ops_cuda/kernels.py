@@ -45,7 +45,9 @@ def _nms(boxes: Tensor, scores: Tensor, idxs: Tensor | None, iou_threshold: floa
     with torch.cuda.device(device):
         # Decreasing score, ties by index (stable); NaN scores first. Scores are ordered in the precision the
         # CPU kernels use: the box dtype for nms, float64 for nms_rotated.
-        order = torch.sort(scores.to(torch.float64 if rotated else dtype), descending=True, stable=True).indices
+        order = torch.sort(
+            scores.to(torch.float64 if rotated else dtype), descending=True, stable=True
+        ).indices
         sorted_boxes = _as(boxes[order], dtype)
         sorted_idxs = None if idxs is None else _as(idxs[order], torch.int64)
         col_blocks = (n + _NMS_BLOCK - 1) // _NMS_BLOCK
@@ -129,13 +131,13 @@ def _roi_align_cuda(
 ) -> Tensor:
     device = input.device
     dtype = compute_dtype(input.dtype)
-    _, c, h, w = input.shape
+    b, c, h, w = input.shape
     k = rois.shape[0]
     with torch.cuda.device(device):
         x, r = _as(input, dtype), _as(rois, dtype)
         out = torch.empty((k, c, pooled_height, pooled_width), dtype=dtype, device=device)
         native().roi_align_forward(
-            x.data_ptr(), r.data_ptr(), k, c, h, w, float(spatial_scale), pooled_height, pooled_width,
+            x.data_ptr(), r.data_ptr(), k, b, c, h, w, float(spatial_scale), pooled_height, pooled_width,
             sampling_ratio, bool(aligned), dtype_code(x), out.data_ptr(), stream_of(device),
         )  # fmt: skip
         return out.to(input.dtype)
@@ -161,7 +163,7 @@ def _roi_align_backward_cuda(
         g, r = _as(grad, dtype), _as(rois, dtype)
         grad_input = torch.zeros((batch_size, channels, height, width), dtype=dtype, device=device)
         native().roi_align_backward(
-            g.data_ptr(), r.data_ptr(), r.shape[0], channels, height, width, float(spatial_scale),
+            g.data_ptr(), r.data_ptr(), r.shape[0], batch_size, channels, height, width, float(spatial_scale),
             pooled_height, pooled_width, sampling_ratio, bool(aligned), dtype_code(g), grad_input.data_ptr(),
             stream_of(device),
         )  # fmt: skip
@@ -174,14 +176,14 @@ def _roi_pool_cuda(
 ) -> tuple[Tensor, Tensor]:
     device = input.device
     dtype = compute_dtype(input.dtype)
-    _, c, h, w = input.shape
+    b, c, h, w = input.shape
     k = rois.shape[0]
     with torch.cuda.device(device):
         x, r = _as(input, dtype), _as(rois, dtype)
         out = torch.empty((k, c, pooled_height, pooled_width), dtype=dtype, device=device)
         argmax = torch.empty((k, c, pooled_height, pooled_width), dtype=torch.int64, device=device)
         native().roi_pool_forward(
-            x.data_ptr(), r.data_ptr(), k, c, h, w, float(spatial_scale), pooled_height, pooled_width,
+            x.data_ptr(), r.data_ptr(), k, b, c, h, w, float(spatial_scale), pooled_height, pooled_width,
             dtype_code(x), out.data_ptr(), argmax.data_ptr(), stream_of(device),
         )  # fmt: skip
         return out.to(input.dtype), argmax
@@ -206,8 +208,8 @@ def _roi_pool_backward_cuda(
         g, r, a = _as(grad, dtype), _as(rois, dtype), _as(argmax, torch.int64)
         grad_input = torch.zeros((batch_size, channels, height, width), dtype=dtype, device=device)
         native().roi_pool_backward(
-            g.data_ptr(), r.data_ptr(), a.data_ptr(), r.shape[0], channels, height, width, pooled_height,
-            pooled_width, dtype_code(g), grad_input.data_ptr(), stream_of(device),
+            g.data_ptr(), r.data_ptr(), a.data_ptr(), r.shape[0], batch_size, channels, height, width,
+            pooled_height, pooled_width, dtype_code(g), grad_input.data_ptr(), stream_of(device),
         )  # fmt: skip
         return grad_input.to(grad.dtype)
 
@@ -223,13 +225,13 @@ def _roi_align_rotated_cuda(
 ) -> Tensor:
     device = input.device
     dtype = compute_dtype(input.dtype)
-    _, c, h, w = input.shape
+    b, c, h, w = input.shape
     k = rois.shape[0]
     with torch.cuda.device(device):
         x, r = _as(input, dtype), _as(rois, dtype)
         out = torch.empty((k, c, pooled_height, pooled_width), dtype=dtype, device=device)
         native().roi_align_rotated_forward(
-            x.data_ptr(), r.data_ptr(), k, c, h, w, float(spatial_scale), pooled_height, pooled_width,
+            x.data_ptr(), r.data_ptr(), k, b, c, h, w, float(spatial_scale), pooled_height, pooled_width,
             sampling_ratio, dtype_code(x), out.data_ptr(), stream_of(device),
         )  # fmt: skip
         return out.to(input.dtype)
@@ -254,8 +256,9 @@ def _roi_align_rotated_backward_cuda(
         g, r = _as(grad, dtype), _as(rois, dtype)
         grad_input = torch.zeros((batch_size, channels, height, width), dtype=dtype, device=device)
         native().roi_align_rotated_backward(
-            g.data_ptr(), r.data_ptr(), r.shape[0], channels, height, width, float(spatial_scale),
-            pooled_height, pooled_width, sampling_ratio, dtype_code(g), grad_input.data_ptr(), stream_of(device),
+            g.data_ptr(), r.data_ptr(), r.shape[0], batch_size, channels, height, width, float(spatial_scale),
+            pooled_height, pooled_width, sampling_ratio, dtype_code(g), grad_input.data_ptr(),
+            stream_of(device),
         )  # fmt: skip
         return grad_input.to(grad.dtype)
 
@@ -320,8 +323,8 @@ def _deform_conv2d_cuda(
             nb = min(chunk, b - b0)
             columns = torch.empty((c * kh * kw, nb * out_h * out_w), dtype=dtype, device=device)
             native().deform_im2col(
-                x[b0].data_ptr(), off[b0].data_ptr(), 0 if m is None else m[b0].data_ptr(), nb, c, h, w, kh, kw,
-                pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w, out_h, out_w, offset_groups,
+                x[b0].data_ptr(), off[b0].data_ptr(), 0 if m is None else m[b0].data_ptr(), nb, c, h, w,
+                kh, kw, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w, out_h, out_w, offset_groups,
                 bool(use_mask), dtype_code(x), columns.data_ptr(), stream,
             )  # fmt: skip
             res = torch.bmm(wg, columns.view(groups, (c // groups) * kh * kw, nb * out_h * out_w))
