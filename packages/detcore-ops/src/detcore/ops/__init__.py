@@ -33,7 +33,9 @@ from detcore.ops.losses import (
     sigmoid_focal_loss_star_jit,
     smooth_l1_loss,
 )
+from detcore.ops.box_iou import box_iou
 from detcore.ops.nms import batched_nms, nms
+from detcore.ops.rotated import batched_nms_rotated, box_iou_rotated, nms_rotated
 
 __all__ = [
     "ASPP",
@@ -50,6 +52,9 @@ __all__ = [
     "NativeOpsUnavailableError",
     "ShapeSpec",
     "batched_nms",
+    "batched_nms_rotated",
+    "box_iou",
+    "box_iou_rotated",
     "c2_msra_fill",
     "c2_xavier_fill",
     "cat",
@@ -60,6 +65,7 @@ __all__ = [
     "giou_loss",
     "interpolate",
     "nms",
+    "nms_rotated",
     "nonzero_tuple",
     "sigmoid_focal_loss",
     "sigmoid_focal_loss_jit",
