@@ -3,6 +3,7 @@ with the semantics of ``detectron2.layers``."""
 
 from detcore.ops._dispatch import MissingKernelError
 from detcore.ops._native import NativeOpsUnavailableError
+from detcore.ops.box_iou import box_iou
 from detcore.ops.layers import (
     ASPP,
     BatchNorm2d,
@@ -33,7 +34,6 @@ from detcore.ops.losses import (
     sigmoid_focal_loss_star_jit,
     smooth_l1_loss,
 )
-from detcore.ops.box_iou import box_iou
 from detcore.ops.nms import batched_nms, nms
 from detcore.ops.rotated import batched_nms_rotated, box_iou_rotated, nms_rotated
 
