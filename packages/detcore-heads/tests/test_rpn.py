@@ -59,7 +59,9 @@ def test_state_dict_names_match_detectron2(reference_dir):
     )
     assert head.objectness_logits.in_channels == 16
     # initialisation: N(0, 0.01) weights, zero biases
-    assert all(float(m.bias.detach().abs().max()) == 0.0 for m in head.modules() if isinstance(m, torch.nn.Conv2d))
+    assert all(
+        float(m.bias.detach().abs().max()) == 0.0 for m in head.modules() if isinstance(m, torch.nn.Conv2d)
+    )
 
 
 def test_golden_head_and_proposals(golden):
@@ -113,7 +115,8 @@ def _small_inputs(batch: int, seed: int = 0, channels: int = 8, size=(64, 96)):
     gen = torch.Generator().manual_seed(seed)
     h, w = size
     feats = {
-        f"p{i}": torch.randn(batch, channels, -(-h // 2**i), -(-w // 2**i), generator=gen) for i in range(2, 7)
+        f"p{i}": torch.randn(batch, channels, -(-h // 2**i), -(-w // 2**i), generator=gen)
+        for i in range(2, 7)
     }
     images = ImageList(torch.zeros(batch, 3, h, w), [(h, w - 8 * k) for k in range(batch)])
     return images, feats
@@ -217,7 +220,14 @@ def test_predict_proposals_equals_full_decode():
         rpn.min_box_size = min_size
         ours = rpn.predict_proposals(anchors, logits, deltas, images.image_sizes)
         ref = find_top_rpn_proposals(
-            rpn._decode_proposals(anchors, deltas), logits, images.image_sizes, 0.7, pre, post, min_size, training
+            rpn._decode_proposals(anchors, deltas),
+            logits,
+            images.image_sizes,
+            0.7,
+            pre,
+            post,
+            min_size,
+            training,
         )
         for a, b, size in zip(ours, ref, images.image_sizes):
             assert torch.equal(a.proposal_boxes.tensor, b.proposal_boxes.tensor)
@@ -249,7 +259,12 @@ def test_find_top_rpn_proposals_hand_case():
 def test_config_defaults_and_registry():
     cfg = RPNConfig()
     assert cfg.in_features == ("res4",)
-    assert (cfg.pre_nms_topk_train, cfg.pre_nms_topk_test, cfg.post_nms_topk_train, cfg.post_nms_topk_test) == (
+    assert (
+        cfg.pre_nms_topk_train,
+        cfg.pre_nms_topk_test,
+        cfg.post_nms_topk_train,
+        cfg.post_nms_topk_test,
+    ) == (
         12000,
         6000,
         2000,
