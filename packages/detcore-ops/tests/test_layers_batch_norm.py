@@ -258,7 +258,7 @@ def test_fold_errors():
         fold_frozen_bn_into_conv(nn.Linear(3, 4), FrozenBatchNorm2d(4))
     with pytest.raises(ValueError, match="running statistics"):
         fold_frozen_bn_into_conv(conv, nn.BatchNorm2d(4, track_running_stats=False))
-    with pytest.raises(ValueError, match="conv.norm"):
+    with pytest.raises(ValueError, match=r"conv\.norm"):
         fold_frozen_bn_into_conv(Conv2d(3, 4, 1, norm=FrozenBatchNorm2d(4)), FrozenBatchNorm2d(4))
 
 

@@ -93,6 +93,13 @@ def test_conv2d_empty_input_syncbn_training_raises():
     assert conv(torch.zeros(0, 4, 3, 3)).shape == (0, 8, 3, 3)
 
 
+def test_conv2d_argument_errors():
+    with pytest.raises(TypeError, match=r"norm must be an nn\.Module"):
+        Conv2d(3, 4, 1, norm="BN")
+    with pytest.raises(TypeError, match="activation must be a callable"):
+        Conv2d(3, 4, 1, activation="relu")
+
+
 def test_conv2d_export():
     torch.manual_seed(0)
     conv = Conv2d(3, 4, 3, padding=1, norm=FrozenBatchNorm2d(4), activation=F.relu).eval()

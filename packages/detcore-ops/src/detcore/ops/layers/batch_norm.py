@@ -220,11 +220,28 @@ def _world_size() -> int:
     return 1
 
 
-def _all_reduce_sum(vec: Tensor) -> Tensor:
-    """Differentiable all-reduce (sum) over the default process group."""
-    from torch.distributed.nn.functional import all_reduce
+class _DifferentiableAllReduceSum(torch.autograd.Function):
+    """Sum over the default process group; the backward sums the gradients the same way."""
 
-    return all_reduce(vec, op=dist.ReduceOp.SUM)
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        x = x.clone()
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+def _all_reduce_sum(vec: Tensor) -> Tensor:
+    """Differentiable all-reduce (sum) over the default process group.
+
+    (Written out because ``torch.distributed.nn.functional.all_reduce`` is deprecated in recent torch.)
+    """
+    return _DifferentiableAllReduceSum.apply(vec)
 
 
 def _local_stats(x: Tensor, stats_mode: str) -> Tensor:

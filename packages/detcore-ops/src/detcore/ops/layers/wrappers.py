@@ -49,6 +49,7 @@ class Conv2d(nn.Conv2d):
         **kwargs: keyword arguments of ``torch.nn.Conv2d`` (stride, padding, dilation, groups, bias, ...).
 
     Raises:
+        TypeError: ``norm`` is not a module (e.g. a name: use ``get_norm``) or ``activation`` is not callable.
         ValueError: in training mode, on an empty input when ``norm`` is ``torch.nn.SyncBatchNorm`` (which
             cannot compute statistics of an empty batch; detectron2 asserts the same).
     """
@@ -60,6 +61,12 @@ class Conv2d(nn.Conv2d):
         activation: Callable[[Tensor], Tensor] | None = None,
         **kwargs,
     ) -> None:
+        if norm is not None and not isinstance(norm, nn.Module):
+            raise TypeError(
+                f"norm must be an nn.Module or None (build one with get_norm(name, channels)), got {norm!r}"
+            )
+        if activation is not None and not callable(activation):
+            raise TypeError(f"activation must be a callable or None, got {activation!r}")
         super().__init__(*args, **kwargs)
         self.norm = norm
         self.activation = activation

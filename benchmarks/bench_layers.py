@@ -1,0 +1,98 @@
+"""detcore.ops layers and losses vs torchvision / plain PyTorch on the same inputs (CPU).
+
+The losses use the same formulas as torchvision's, so ratios near 1 are expected; the point is to catch a
+slow path (extra copies, Python loops). ``fold_frozen_bn_into_conv`` is measured against conv + frozen BN.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+import torchvision.ops as tvo
+from torch import nn
+
+from detcore.ops import (
+    Conv2d,
+    FrozenBatchNorm2d,
+    ciou_loss,
+    diou_loss,
+    fold_frozen_bn_into_conv,
+    giou_loss,
+    sigmoid_focal_loss,
+)
+
+
+def _time(fn, repeats: int = 5) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _boxes(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * 500
+    return torch.cat([xy, xy + torch.rand(n, 2, generator=g) * 200 + 1], dim=1)
+
+
+def run(report) -> None:
+    torch.set_num_threads(2)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        logits = torch.randn(20000, 80, generator=g)
+        targets = (torch.rand(20000, 80, generator=g) > 0.99).float()
+        report(
+            "sigmoid_focal_loss [20000, 80] sum",
+            _time(lambda: sigmoid_focal_loss(logits, targets, reduction="sum")),
+            _time(lambda: tvo.sigmoid_focal_loss(logits, targets, reduction="sum")),
+            "torchvision.ops.sigmoid_focal_loss",
+        )
+        b1, b2 = _boxes(200000, 1), _boxes(200000, 2)
+        for name, ours, ref in [
+            ("giou_loss", giou_loss, tvo.generalized_box_iou_loss),
+            ("diou_loss", diou_loss, tvo.distance_box_iou_loss),
+            ("ciou_loss", ciou_loss, tvo.complete_box_iou_loss),
+        ]:
+            report(
+                f"{name} [200000, 4] sum",
+                _time(lambda ours=ours: ours(b1, b2, reduction="sum")),
+                _time(lambda ref=ref: ref(b1, b2, reduction="sum")),
+                f"torchvision.ops.{ref.__name__}",
+            )
+
+        x = torch.randn(8, 256, 64, 64, generator=g)
+        frozen = FrozenBatchNorm2d(256)
+        bn = nn.BatchNorm2d(256).eval()
+        report(
+            "FrozenBatchNorm2d [8, 256, 64, 64] inference",
+            _time(lambda: frozen(x)),
+            _time(lambda: bn(x)),
+            "torch.nn.BatchNorm2d (eval)",
+        )
+
+        x = torch.randn(1, 64, 128, 128, generator=g)
+        conv = Conv2d(
+            64, 64, 3, padding=1, bias=False, norm=FrozenBatchNorm2d(64), activation=torch.relu
+        ).eval()
+        fused = fold_frozen_bn_into_conv(conv, conv.norm)
+        report(
+            "conv3x3+FrozenBN+ReLU folded [1, 64, 128, 128]",
+            _time(lambda: fused(x)),
+            _time(lambda: conv(x)),
+            "detcore Conv2d with FrozenBN (unfolded)",
+        )
+
+
+if __name__ == "__main__":
+
+    def _print(name, ours, ref, ref_name, note=""):
+        print(
+            f"{name:50s} detcore {ours * 1e3:8.2f} ms  {ref_name} {ref * 1e3:8.2f} ms  speed-up {ref / ours:5.2f}x"
+        )
+
+    run(_print)
