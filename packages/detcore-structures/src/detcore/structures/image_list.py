@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from torch.nn import functional as F
 
 __all__ = ["ImageList"]
 
@@ -115,10 +117,19 @@ class ImageList:
             max_h = _round_up(max_h, size_divisibility)
             max_w = _round_up(max_w, size_divisibility)
 
-        batch_shape = [len(tensors), *first.shape[:-2], max_h, max_w]
-        batched = first.new_full(batch_shape, pad_value)
-        for i, img in enumerate(tensors):
-            batched[i, ..., : img.shape[-2], : img.shape[-1]].copy_(img)
+        symbolic = any(isinstance(v, torch.SymInt) for v in (max_h, max_w, *itertools.chain(*image_sizes)))
+        if symbolic:
+            # torch.export / torch.compile with dynamic sizes: writing into slices of a symbolic-sized
+            # buffer adds guards that specialise on the example sizes; padding each image does not.
+            batched = torch.stack(
+                [F.pad(t, [0, max_w - t.shape[-1], 0, max_h - t.shape[-2]], value=pad_value) for t in tensors]
+            )
+        else:
+            # eager: one allocation and one copy per image
+            batch_shape = [len(tensors), *first.shape[:-2], max_h, max_w]
+            batched = first.new_full(batch_shape, pad_value)
+            for i, img in enumerate(tensors):
+                batched[i, ..., : img.shape[-2], : img.shape[-1]].copy_(img)
         return ImageList(batched, image_sizes)
 
     def __repr__(self) -> str:

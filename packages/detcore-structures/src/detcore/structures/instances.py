@@ -12,6 +12,22 @@ import torch
 __all__ = ["Instances"]
 
 
+def _index_list(item: Any, n: int) -> list[int]:
+    if isinstance(item, torch.Tensor):
+        item = item.cpu()
+        if item.dtype == torch.bool:
+            if item.shape != (n,):
+                raise IndexError(f"Instances: bool index of shape {list(item.shape)} for {n} instances")
+            return item.nonzero().flatten().tolist()
+        return item.reshape(-1).tolist()
+    arr = np.asarray(item)
+    if arr.dtype == bool:
+        if arr.shape != (n,):
+            raise IndexError(f"Instances: bool index of shape {list(arr.shape)} for {n} instances")
+        return np.nonzero(arr)[0].tolist()
+    return arr.reshape(-1).astype(np.int64).tolist()
+
+
 class Instances:
     """The instances of one image: an image size plus named fields that all have the same length.
 
@@ -19,7 +35,8 @@ class Instances:
     ``__len__`` and ``__getitem__`` (and ``cat`` to be concatenated). They are set and read as attributes
     (``inst.pred_boxes = Boxes(...)``) or with :meth:`set` / :meth:`get` / :meth:`has` / :meth:`remove`.
 
-    Indexing (``inst[3]``, ``inst[2:5]``, ``inst[bool_mask]``, ``inst[index_tensor]``) indexes every field.
+    Indexing (``inst[3]``, ``inst[2:5]``, ``inst[bool_mask]``, ``inst[index_tensor]``) indexes every field;
+    plain ``list`` fields are indexed element by element, so they also accept masks and index tensors.
 
     Args:
         image_size: ``(height, width)``.
@@ -107,7 +124,11 @@ class Instances:
             item = slice(item, None, n)
         ret = Instances(self._image_size)
         for k, v in self._fields.items():
-            ret.set(k, v[item])
+            if isinstance(v, list) and not isinstance(item, slice):
+                # plain lists cannot take tensor or bool indices: index them element by element
+                ret.set(k, [v[i] for i in _index_list(item, len(v))])
+            else:
+                ret.set(k, v[item])
         return ret
 
     def __len__(self) -> int:

@@ -4,6 +4,7 @@ with the semantics of ``detectron2.structures.masks``."""
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -42,7 +43,10 @@ def polygons_to_bitmask(polygons: list[np.ndarray], height: int, width: int) -> 
         return np.zeros((height, width), dtype=bool)
     rles = mask_util.frPyObjects([np.asarray(p, dtype=np.float64) for p in polygons], height, width)
     rle = mask_util.merge(rles)
-    return mask_util.decode(rle).astype(bool)
+    with warnings.catch_warnings():
+        # pycocotools' Cython decode trips numpy 2's __array__(copy=...) deprecation; not ours to fix
+        warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
+        return mask_util.decode(rle).astype(bool)
 
 
 def rasterize_polygons_within_box(
