@@ -35,6 +35,7 @@ from detcore.ops.losses import (
     smooth_l1_loss,
 )
 from detcore.ops.nms import batched_nms, nms
+from detcore.ops.paste_masks import paste_masks_in_image
 from detcore.ops.rotated import batched_nms_rotated, box_iou_rotated, nms_rotated
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "nms",
     "nms_rotated",
     "nonzero_tuple",
+    "paste_masks_in_image",
     "sigmoid_focal_loss",
     "sigmoid_focal_loss_jit",
     "sigmoid_focal_loss_star",

@@ -142,7 +142,9 @@ def _box_iou_rotated_cpu(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     n, m = b1.shape[0], b2.shape[0]
     out = torch.empty((n, m), dtype=compute)
     if n and m:
-        native().box_iou_rotated(b1.data_ptr(), b2.data_ptr(), n, m, dtype_code(b1), out.data_ptr(), num_threads())
+        native().box_iou_rotated(
+            b1.data_ptr(), b2.data_ptr(), n, m, dtype_code(b1), out.data_ptr(), num_threads()
+        )
     return out if compute == out_dtype else out.to(out_dtype)
 
 
