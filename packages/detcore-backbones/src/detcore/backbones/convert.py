@@ -156,6 +156,7 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles only plain containers and numpy arrays: a weights file cannot run code."""
 
     _ALLOWED = {
+        ("_codecs", "encode"),  # bytes in protocol-2 pickles
         ("collections", "OrderedDict"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),

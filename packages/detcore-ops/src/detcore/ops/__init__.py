@@ -4,6 +4,7 @@ with the semantics of ``detectron2.layers``."""
 from detcore.ops._dispatch import MissingKernelError
 from detcore.ops._native import NativeOpsUnavailableError
 from detcore.ops.box_iou import box_iou
+from detcore.ops.deform_conv import DeformConv, ModulatedDeformConv, deform_conv2d
 from detcore.ops.layers import (
     ASPP,
     BatchNorm2d,
@@ -44,11 +45,13 @@ __all__ = [
     "CNNBlockBase",
     "Conv2d",
     "ConvTranspose2d",
+    "DeformConv",
     "DepthwiseSeparableConv2d",
     "FrozenBatchNorm2d",
     "LayerNorm",
     "Linear",
     "MissingKernelError",
+    "ModulatedDeformConv",
     "NaiveSyncBatchNorm",
     "NativeOpsUnavailableError",
     "ShapeSpec",
@@ -60,6 +63,7 @@ __all__ = [
     "c2_xavier_fill",
     "cat",
     "ciou_loss",
+    "deform_conv2d",
     "diou_loss",
     "fold_frozen_bn_into_conv",
     "get_norm",
