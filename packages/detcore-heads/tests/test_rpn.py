@@ -238,6 +238,31 @@ def test_predict_proposals_equals_full_decode():
             assert ((t[:, 2] - t[:, 0]) > min_size).all() and ((t[:, 3] - t[:, 1]) > min_size).all()
 
 
+def test_eval_forward_equals_predict_proposals():
+    # eval forward gathers the top-k deltas from the head's [N, A*4, H, W] layout
+    torch.manual_seed(0)
+    rpn = _small_rpn()
+    for p in rpn.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    rpn.eval()
+    images, feats = _small_inputs(3, seed=3)
+    rpn.pre_nms_topk[False] = 30
+    with torch.no_grad():
+        proposals, _ = rpn(images, feats)
+        feat_list = [feats[f] for f in LEVELS]
+        logits, deltas = rpn.rpn_head(feat_list)
+    logits = [x.permute(0, 2, 3, 1).flatten(1) for x in logits]
+    deltas = [x.view(x.shape[0], 3, 4, *x.shape[-2:]).permute(0, 3, 4, 1, 2).flatten(1, -2) for x in deltas]
+    anchors = rpn.anchor_generator(feat_list)
+    ref = find_top_rpn_proposals(
+        rpn._decode_proposals(anchors, deltas), logits, images.image_sizes, 0.7, 30, 1000, 0.0, False
+    )
+    for a, b in zip(proposals, ref):
+        assert len(a) > 0
+        assert torch.equal(a.proposal_boxes.tensor, b.proposal_boxes.tensor)
+        assert torch.equal(a.objectness_logits, b.objectness_logits)
+
+
 def test_find_top_rpn_proposals_hand_case():
     # two levels, one image: level 0 has two overlapping boxes (NMS keeps the better), level 1 repeats the
     # first box (different level: not suppressed), one box is empty after clipping, one is non-finite.

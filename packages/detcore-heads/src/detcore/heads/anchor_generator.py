@@ -68,6 +68,23 @@ def _grid_offsets(size: Sequence[int], stride: float, offset: float, like: Tenso
     return shift_x.reshape(-1), shift_y.reshape(-1)
 
 
+def _xyxy_grid(size: Sequence[int], stride: float, offset: float, base: Tensor) -> Tensor:
+    """``shift + cell anchor`` for every (row, column, cell anchor): Tensor[H*W*A, 4].
+
+    Bitwise equal to detectron2's ``(shifts.view(-1, 1, 4) + base.view(1, -1, 4)).reshape(-1, 4)``, computed
+    as one grid row ``x_shift + base`` (y shift 0) plus the row's y shift on the y coordinates, so that the
+    large operation has a long contiguous inner dimension.
+    """
+    h, w = int(size[0]), int(size[1])
+    num_cells = base.shape[0]
+    shift_x, _ = _grid_offsets((1, w), stride, offset, base)
+    _, shift_y = _grid_offsets((h, 1), stride, offset, base)
+    zeros = torch.zeros_like(shift_x)
+    row = (torch.stack((shift_x, zeros, shift_x, zeros), dim=1)[:, None, :] + base[None]).reshape(1, -1)
+    y_mask = base.new_tensor([0.0, 1.0, 0.0, 1.0]).repeat(w * num_cells)[None, :]
+    return torch.addcmul(row, shift_y[:, None], y_mask).reshape(-1, 4)
+
+
 def _check_features(features: Any) -> list[Tensor]:
     if not isinstance(features, (list, tuple)):
         raise TypeError(f"features must be a list of Tensor[N, C, H, W], got {type(features).__name__}")
@@ -208,9 +225,7 @@ class DefaultAnchorGenerator(nn.Module):
     def _grid_anchors(self, grid_sizes: Sequence[Sequence[int]]) -> list[Tensor]:
         anchors = []
         for size, stride, base in zip(grid_sizes, self.strides, self.cell_anchors):
-            shift_x, shift_y = _grid_offsets(size, stride, self.offset, base)
-            shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)
-            anchors.append((shifts.view(-1, 1, 4) + base.view(1, -1, 4)).reshape(-1, 4))
+            anchors.append(_xyxy_grid(size, stride, self.offset, base))
         return anchors
 
     def forward(self, features: list[Tensor]) -> list[Boxes]:

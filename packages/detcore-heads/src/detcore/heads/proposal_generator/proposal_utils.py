@@ -75,7 +75,8 @@ def select_proposals_per_image(
             (boxes_t[:, 3] - boxes_t[:, 1]) > min_box_size
         )
         if _is_tracing() or int(keep.sum()) != len(boxes_t):
-            boxes_t, scores_per_img, lvl = boxes_t[keep], scores_per_img[keep], lvl[keep]
+            (keep_idx,) = torch.nonzero(keep, as_tuple=True)
+            boxes_t, scores_per_img, lvl = boxes_t[keep_idx], scores_per_img[keep_idx], lvl[keep_idx]
 
         keep = batched_nms(boxes_t, scores_per_img, lvl, nms_thresh)
         keep = keep[:post_nms_topk]  # already sorted by decreasing score

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -21,6 +21,16 @@ from detcore.ops import Conv2d, ShapeSpec, cat
 from detcore.structures import Boxes, ImageList, Instances, pairwise_iou
 
 __all__ = ["RPN", "RPNConfig", "StandardRPNHead", "StandardRPNHeadConfig"]
+
+
+def _gather_raw_deltas(raw: Tensor, idx: Tensor, box_dim: int) -> Tensor:
+    """Deltas ``[N, k, B]`` of anchors ``idx [N, k]`` (indices in (row, column, anchor) order) from a head
+    output ``[N, A*B, H, W]``, without permuting the whole map."""
+    n, _, h, w = raw.shape
+    per_pos = raw.view(n, -1, box_dim, h * w)  # [N, A, B, H*W]
+    num_cells = per_pos.shape[1]
+    batch = torch.arange(n, device=idx.device)[:, None]
+    return per_pos[batch, idx % num_cells, :, idx // num_cells]
 
 
 @dataclass(frozen=True)
@@ -449,22 +459,29 @@ class RPN(nn.Module):
                 f"images has {len(images.image_sizes)} image sizes but the features have batch size {feats[0].shape[0]}"
             )
         anchors = self.anchor_generator(feats)
-        pred_objectness_logits, pred_anchor_deltas = self.rpn_head(feats)
+        pred_objectness_logits, raw_anchor_deltas = self.rpn_head(feats)
         box_dim = self.anchor_generator.box_dim
         # (N, A, Hi, Wi) -> (N, Hi, Wi, A) -> (N, Hi*Wi*A)
         pred_objectness_logits = [score.permute(0, 2, 3, 1).flatten(1) for score in pred_objectness_logits]
+        if not self.training:
+            # inference: gather the deltas of the top-k anchors straight from the head's layout
+            with torch.no_grad():
+                proposals = self._predict(
+                    anchors,
+                    pred_objectness_logits,
+                    lambda level, idx: _gather_raw_deltas(raw_anchor_deltas[level], idx, box_dim),
+                    images.image_sizes,
+                )
+            return proposals, {}
+        if gt_instances is None:
+            raise ValueError("RPN requires gt_instances in training mode")
         # (N, A*B, Hi, Wi) -> (N, A, B, Hi, Wi) -> (N, Hi, Wi, A, B) -> (N, Hi*Wi*A, B)
         pred_anchor_deltas = [
             x.view(x.shape[0], -1, box_dim, x.shape[-2], x.shape[-1]).permute(0, 3, 4, 1, 2).flatten(1, -2)
-            for x in pred_anchor_deltas
+            for x in raw_anchor_deltas
         ]
-        if self.training:
-            if gt_instances is None:
-                raise ValueError("RPN requires gt_instances in training mode")
-            gt_labels, gt_boxes = self.label_and_sample_anchors(anchors, gt_instances)
-            losses = self.losses(anchors, pred_objectness_logits, gt_labels, pred_anchor_deltas, gt_boxes)
-        else:
-            losses = {}
+        gt_labels, gt_boxes = self.label_and_sample_anchors(anchors, gt_instances)
+        losses = self.losses(anchors, pred_objectness_logits, gt_labels, pred_anchor_deltas, gt_boxes)
         proposals = self.predict_proposals(
             anchors, pred_objectness_logits, pred_anchor_deltas, images.image_sizes
         )
@@ -492,18 +509,33 @@ class RPN(nn.Module):
         Returns:
             list[Instances]: per image, ``proposal_boxes`` and ``objectness_logits``.
         """
+        return self._predict(
+            anchors,
+            pred_objectness_logits,
+            lambda level, idx: pred_anchor_deltas[level][
+                torch.arange(idx.shape[0], device=idx.device)[:, None], idx
+            ],
+            image_sizes,
+        )
+
+    def _predict(
+        self,
+        anchors: list[Boxes],
+        pred_objectness_logits: list[Tensor],
+        gather_deltas: Callable[[int, Tensor], Tensor],
+        image_sizes: Sequence[tuple[int, int]],
+    ) -> list[Instances]:
+        """Per level top-k, decode only those, then per-image selection; ``gather_deltas(level, idx [N, k])``
+        returns the deltas ``[N, k, B]`` of the selected anchors."""
         num_images = len(image_sizes)
         pre_nms_topk = self.pre_nms_topk[self.training]
         device = pred_objectness_logits[0].device
-        batch_idx = torch.arange(num_images, device=device)[:, None]
         topk_scores, topk_proposals, level_ids = [], [], []
-        for level_id, (anchors_i, logits_i, deltas_i) in enumerate(
-            zip(anchors, pred_objectness_logits, pred_anchor_deltas)
-        ):
+        for level_id, (anchors_i, logits_i) in enumerate(zip(anchors, pred_objectness_logits)):
             k = min(logits_i.shape[1], pre_nms_topk)
             scores_i, idx = logits_i.topk(k, dim=1)
             b = anchors_i.tensor.shape[1]
-            sel_deltas = deltas_i[batch_idx, idx].reshape(-1, b)
+            sel_deltas = gather_deltas(level_id, idx).reshape(-1, b)
             sel_anchors = anchors_i.tensor[idx.reshape(-1)]
             boxes_i = self.box2box_transform.apply_deltas(sel_deltas, sel_anchors)
             topk_proposals.append(boxes_i.view(num_images, k, b))
