@@ -107,7 +107,7 @@ def _build(height: int, width: int, channels: int):
     return ours, theirs, feats, images, tv_images
 
 
-def run(report, height: int = 800, width: int = 1280, channels: int = 256, repeats: int = 7) -> None:
+def run(report, height: int = 800, width: int = 1280, channels: int = 256, repeats: int = 15) -> None:
     torch.set_num_threads(2)
     ours, theirs, feats, images, tv_images = _build(height, width, channels)
     shape = f"1 image {height}x{width}, p2..p6 x {channels} ch"

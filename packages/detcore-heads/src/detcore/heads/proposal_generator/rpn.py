@@ -27,7 +27,7 @@ def _gather_raw_deltas(raw: Tensor, idx: Tensor, box_dim: int) -> Tensor:
     """Deltas ``[N, k, B]`` of anchors ``idx [N, k]`` (indices in (row, column, anchor) order) from a head
     output ``[N, A*B, H, W]``, without permuting the whole map."""
     n, _, h, w = raw.shape
-    per_pos = raw.view(n, -1, box_dim, h * w)  # [N, A, B, H*W]
+    per_pos = raw.reshape(n, -1, box_dim, h * w)  # [N, A, B, H*W] (a view for NCHW and channels-last)
     num_cells = per_pos.shape[1]
     batch = torch.arange(n, device=idx.device)[:, None]
     return per_pos[batch, idx % num_cells, :, idx // num_cells]
