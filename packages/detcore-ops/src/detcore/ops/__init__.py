@@ -37,6 +37,9 @@ from detcore.ops.losses import (
 )
 from detcore.ops.nms import batched_nms, nms
 from detcore.ops.paste_masks import paste_masks_in_image
+from detcore.ops.roi_align import ROIAlign, roi_align
+from detcore.ops.roi_align_rotated import ROIAlignRotated, roi_align_rotated
+from detcore.ops.roi_pool import ROIPool, roi_pool
 from detcore.ops.rotated import batched_nms_rotated, box_iou_rotated, nms_rotated
 
 __all__ = [
@@ -54,6 +57,9 @@ __all__ = [
     "ModulatedDeformConv",
     "NaiveSyncBatchNorm",
     "NativeOpsUnavailableError",
+    "ROIAlign",
+    "ROIAlignRotated",
+    "ROIPool",
     "ShapeSpec",
     "batched_nms",
     "batched_nms_rotated",
@@ -73,6 +79,9 @@ __all__ = [
     "nms_rotated",
     "nonzero_tuple",
     "paste_masks_in_image",
+    "roi_align",
+    "roi_align_rotated",
+    "roi_pool",
     "sigmoid_focal_loss",
     "sigmoid_focal_loss_jit",
     "sigmoid_focal_loss_star",
