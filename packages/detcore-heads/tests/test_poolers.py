@@ -151,3 +151,52 @@ def test_bad_arguments(torchvision_poolers):
     with pytest.raises(TypeError, match="Boxes"):
         pooler(x, [torch.zeros(1, 4)] * 2)
     assert math.isclose(pooler.scales[1], 1 / 8)
+
+
+@pytest.mark.parametrize("pooler_type", ["ROIAlignV2", "ROIAlign", "ROIPool"])
+def test_forward_with_detcore_ops_matches_direct_per_level(pooler_type):
+    from detcore import ops
+
+    gen = torch.Generator().manual_seed(1)
+    pooler = ROIPooler(5, [1 / 4, 1 / 8, 1 / 16, 1 / 32], 2, pooler_type)
+    x = _pyramid(2, gen=gen)
+    box_lists = _random_box_lists(gen, [12, 9])
+    box_lists[1] = Boxes.cat([box_lists[1], Boxes(torch.tensor([_square(s, 10.0) for s in (50, 150, 300, 600)]))])
+    out = pooler(x, box_lists)
+    rois = convert_boxes_to_pooler_format(box_lists)
+    levels = assign_boxes_to_levels(box_lists, 2, 5, 224, 4)
+    assert len(levels.unique()) == 4
+    expected = torch.zeros_like(out)
+    for lvl in range(4):
+        sel = (levels == lvl).nonzero().squeeze(1)
+        scale = 2.0 ** -(lvl + 2)
+        if pooler_type == "ROIPool":
+            direct = ops.roi_pool(x[lvl], rois[sel], 5, scale)
+            tv = torchvision.ops.roi_pool(x[lvl], rois[sel], 5, scale)
+        else:
+            aligned = pooler_type == "ROIAlignV2"
+            direct = ops.roi_align(x[lvl], rois[sel], 5, scale, 2, aligned)
+            tv = torchvision.ops.roi_align(x[lvl], rois[sel], 5, scale, 2, aligned)
+        expected[sel] = direct
+        torch.testing.assert_close(direct, tv, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, expected, atol=0, rtol=0)
+
+
+def test_rotated_pooler_matches_direct_per_level():
+    from detcore import ops
+
+    gen = torch.Generator().manual_seed(2)
+    pooler = ROIPooler((3, 4), [1 / 8, 1 / 16], 0, "ROIAlignRotated")
+    x = [torch.randn(2, 4, 32, 32, generator=gen), torch.randn(2, 4, 16, 16, generator=gen)]
+    rot = [
+        RotatedBoxes(torch.tensor([[60.0, 70.0, 40.0, 30.0, 30.0], [100.0, 100.0, 400.0, 300.0, -60.0]])),
+        RotatedBoxes(torch.tensor([[128.0, 128.0, 500.0, 500.0, 90.0]])),
+    ]
+    out = pooler(x, rot)
+    rois = convert_boxes_to_pooler_format(rot)
+    levels = assign_boxes_to_levels(rot, 3, 4, 224, 4)
+    assert levels.tolist() == [0, 1, 1]
+    torch.testing.assert_close(out[:1], ops.roi_align_rotated(x[0], rois[:1], (3, 4), 1 / 8, 0))
+    torch.testing.assert_close(out[1:], ops.roi_align_rotated(x[1], rois[1:], (3, 4), 1 / 16, 0))
+    with pytest.raises(TypeError, match="RotatedBoxes"):
+        pooler(x, [Boxes(torch.zeros(1, 4))] * 2)
