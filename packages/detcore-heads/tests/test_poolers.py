@@ -161,7 +161,9 @@ def test_forward_with_detcore_ops_matches_direct_per_level(pooler_type):
     pooler = ROIPooler(5, [1 / 4, 1 / 8, 1 / 16, 1 / 32], 2, pooler_type)
     x = _pyramid(2, gen=gen)
     box_lists = _random_box_lists(gen, [12, 9])
-    box_lists[1] = Boxes.cat([box_lists[1], Boxes(torch.tensor([_square(s, 10.0) for s in (50, 150, 300, 600)]))])
+    box_lists[1] = Boxes.cat(
+        [box_lists[1], Boxes(torch.tensor([_square(s, 10.0) for s in (50, 150, 300, 600)]))]
+    )
     out = pooler(x, box_lists)
     rois = convert_boxes_to_pooler_format(box_lists)
     levels = assign_boxes_to_levels(box_lists, 2, 5, 224, 4)
