@@ -154,6 +154,37 @@ def test_training_losses_and_gradients(num_gt):
         assert float(losses["loss_rpn_loc"].detach()) == 0.0
 
 
+@pytest.mark.parametrize("loss_type", ["giou", "diou", "ciou"])
+def test_training_with_iou_losses(loss_type):
+    torch.manual_seed(0)
+    rpn = _small_rpn()
+    for p in rpn.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    rpn.box_reg_loss_type = loss_type
+    rpn.train()
+    images, feats = _small_inputs(1, seed=4)
+    gts = [_gt(images.image_sizes[0], [[5.0, 6.0, 40.0, 50.0], [30.0, 10.0, 80.0, 30.0]])]
+    _, losses = rpn(images, feats, gts)
+    assert torch.isfinite(losses["loss_rpn_loc"]) and float(losses["loss_rpn_loc"].detach()) > 0
+    losses["loss_rpn_loc"].backward()
+    assert rpn.rpn_head.anchor_deltas.weight.grad.abs().sum() > 0
+
+
+def test_anchor_boundary_thresh_ignores_outside_anchors():
+    rpn = _small_rpn()
+    rpn.anchor_boundary_thresh = 0
+    images, feats = _small_inputs(1, seed=5)
+    feat_list = [feats[f] for f in LEVELS]
+    anchors = rpn.anchor_generator(feat_list)
+    gts = [_gt(images.image_sizes[0], [[5.0, 6.0, 40.0, 50.0]])]
+    torch.manual_seed(0)
+    (labels,), _ = rpn.label_and_sample_anchors(anchors, gts)
+    all_anchors = Boxes.cat(anchors)
+    inside = all_anchors.inside_box(images.image_sizes[0], 0)
+    assert (~inside).any() and (labels[~inside] == -1).all()
+    assert (labels[inside] >= 0).sum() > 0
+
+
 def test_losses_match_reference():
     torch.manual_seed(0)
     rpn = _small_rpn()
@@ -279,6 +310,12 @@ def test_find_top_rpn_proposals_hand_case():
     # pre-NMS top-1 per level
     (res,) = find_top_rpn_proposals(proposals[:1], logits[:1], [(300, 300)], 0.7, 1, 10, 0.0, False)
     assert res.objectness_logits.tolist() == [5.0]
+    # every box outside the image: no proposals
+    outside = [torch.tensor([[[200.0, 200.0, 210.0, 210.0], [-20.0, 0.0, -5.0, 30.0]]])]
+    (res,) = find_top_rpn_proposals(
+        outside, [torch.tensor([[1.0, 2.0]])], [(100, 100)], 0.7, 10, 10, 0.0, False
+    )
+    assert len(res) == 0 and res.proposal_boxes.tensor.shape == (0, 4)
 
 
 def test_config_defaults_and_registry():
