@@ -144,7 +144,14 @@ def compat(session: nox.Session, torch_version: str) -> None:
         session.install("build>=1.0")
         session.run("python", "-m", "build", "--wheel", "--outdir", str(wheel_dir), "packages/detcore-ops")
         wheels = glob.glob(str(wheel_dir / "detcore_ops-*.whl"))
-    session.install(f"torch=={torch_version}", "pluggy>=1.3", "numpy", "pytest>=8", "hypothesis>=6")
+    session.install(
+        f"torch=={torch_version}", "pluggy>=1.3", "numpy", "pytest>=8", "hypothesis>=6", "hatchling>=1.21"
+    )
+    env = {"OMP_NUM_THREADS": "2"}
+    if torch_version == "2.14.1":
+        session.install("-c", CONSTRAINTS, "torchvision")
+    else:  # no CPU torchvision exists for this torch: tests that compare with torchvision skip (tests/conftest.py)
+        env["DETCORE_COMPAT_NO_TORCHVISION"] = "1"
     session.install("--no-deps", wheels[0])
     session.run(
         "python", "-c", "import torch, detcore.ops; print('torch', torch.__version__, 'detcore.ops ok')"
