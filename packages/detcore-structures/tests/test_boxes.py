@@ -272,6 +272,7 @@ def test_pairwise_iou_blocked_matches_unblocked(monkeypatch, shape):
     n, m = shape
     b1 = random_boxes(n, 3)
     b2 = random_boxes(m, 4)
+    monkeypatch.setattr(boxes_module, "_native_box_iou", lambda: None)  # the pure-torch path
     monkeypatch.setattr(boxes_module, "_IOU_BLOCK_ELEMENTS", 1 << 40)
     full = pairwise_iou(b1, b2)
     full_ioa = pairwise_ioa(b1, b2)
@@ -281,6 +282,28 @@ def test_pairwise_iou_blocked_matches_unblocked(monkeypatch, shape):
     # and the full matrix against the float64 reference on a sample of rows
     rows = torch.arange(0, n, max(1, n // 20))
     torch.testing.assert_close(full[rows].double(), ref_pairwise_iou(b1[rows], b2), atol=1e-6, rtol=1e-5)
+
+
+def test_pairwise_iou_large_default_path_matches_torch_path(monkeypatch):
+    """Large CPU inputs use detcore.ops.box_iou when installed: same values as the torch path, including
+    empty, inverted and identical boxes."""
+    b1 = random_boxes(700, 5)
+    b2 = random_boxes(90, 6)
+    b1[0] = torch.tensor([3.0, 3.0, 3.0, 9.0])  # zero width
+    b1[1] = torch.tensor([9.0, 9.0, 1.0, 1.0])  # inverted
+    b2[0] = b1[5]  # identical
+    b2[1] = torch.tensor([3.0, 3.0, 3.0, 9.0])  # zero width, equal to b1[0]
+    for dtype in (torch.float32, torch.float64):
+        default = pairwise_iou(Boxes(b1.to(dtype)), Boxes(b2.to(dtype)))
+        assert default.dtype == dtype
+        assert default[5, 0] == 1.0 and default[0, 1] == 0.0 and not default[1].any()
+        torch.testing.assert_close(default.double(), ref_pairwise_iou(b1.to(dtype), b2.to(dtype)))
+        with monkeypatch.context() as mp:
+            mp.setattr(boxes_module, "_native_box_iou", lambda: None)
+            torch_path = pairwise_iou(Boxes(b1.to(dtype)), Boxes(b2.to(dtype)))
+        torch.testing.assert_close(default, torch_path, atol=0, rtol=0)
+    half = pairwise_iou(Boxes(b1.half()), Boxes(b2.half()))
+    assert half.dtype == torch.float32
 
 
 def test_pairwise_iou_empty():
@@ -337,3 +360,16 @@ def test_matched_pairwise_iou():
     torch.testing.assert_close(matched_pairwise_iou(b1, b2), pairwise_iou(b1, b2).diagonal())
     with pytest.raises(ValueError, match="same length"):
         matched_pairwise_iou(b1, b2[0:2])
+
+
+def test_torch_compile_fullgraph():
+    def f(a, b):
+        boxes = Boxes(a)
+        boxes.clip((50, 60))
+        return pairwise_iou(boxes, Boxes(b)), boxes.area()
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(10, 4, generator=g) * 100, torch.rand(5, 4, generator=g) * 100
+    compiled = torch.compile(f, fullgraph=True, backend="eager")  # graph capture without codegen: fast
+    for got, want in zip(compiled(a, b), f(a, b)):
+        torch.testing.assert_close(got, want)

@@ -128,3 +128,15 @@ def test_to_and_repr():
         "Instances(num_instances=2, image_height=30, image_width=40, fields=[pred_boxes: Boxes("
     )
     assert repr(Instances((3, 4))) == "Instances(num_instances=0, image_height=3, image_width=4, fields=[])"
+
+
+def test_pickle_and_deepcopy():
+    import copy
+    import pickle
+
+    inst = make(3)
+    for clone in (copy.deepcopy(inst), pickle.loads(pickle.dumps(inst))):
+        assert clone.image_size == (30, 40) and len(clone) == 3
+        torch.testing.assert_close(clone.pred_boxes.tensor, inst.pred_boxes.tensor)
+        assert clone.names == inst.names
+        assert clone.scores is not inst.scores

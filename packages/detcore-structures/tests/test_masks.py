@@ -188,11 +188,12 @@ def test_polygon_masks_cat_and_errors():
 
 
 def ref_crop_and_resize_polygons(polygons, boxes, mask_size):
-    """Float64 reference following detectron2: shift by (x0, y0), scale by mask_size / side (>= 0.1)."""
+    """Reference following detectron2: shift by (x0, y0), scale by mask_size / side (>= 0.1), with the box
+    arithmetic in the boxes' float32 and the polygons in float64."""
     import pycocotools.mask as mask_util
 
     out = []
-    for polys, box in zip(polygons, boxes.double().tolist()):
+    for polys, box in zip(polygons, boxes.numpy()):
         w, h = box[2] - box[0], box[3] - box[1]
         sx, sy = mask_size / max(w, 0.1), mask_size / max(h, 0.1)
         moved = []

@@ -6,7 +6,7 @@ covers ``[x0, x1] x [y0, y1]`` and its area is ``(x1 - x0) * (y1 - y0)``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from enum import IntEnum
 from typing import Any, Union
 
@@ -25,9 +25,12 @@ __all__ = [
 
 _RawBoxType = Union[list[float], tuple[float, ...], torch.Tensor, np.ndarray]  # noqa: UP007 (runtime alias)
 
-# pairwise_iou works on blocks of at most this many output elements, so that every temporary stays
-# in cache and peak memory is bounded by a few blocks plus the [N, M] output.
-_IOU_BLOCK_ELEMENTS = 1 << 18
+# On CPU pairwise_iou works on blocks of at most this many output elements (16 MiB in float32), so its
+# peak memory is two block-sized temporaries plus the [N, M] output. Smaller blocks fit in cache but
+# multiply the number of kernel launches, which costs more than it saves on a busy 2-thread machine.
+_IOU_BLOCK_ELEMENTS = 1 << 22
+# Above this many output elements, CPU pairwise_iou uses the native ``detcore.ops.box_iou`` when installed.
+_NATIVE_MIN_ELEMENTS = 4096
 
 
 class BoxMode(IntEnum):
@@ -156,7 +159,8 @@ def _is_empty(x: Any) -> bool:
 
 
 def _is_tracing() -> bool:
-    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
+    return torch.compiler.is_compiling() or exporting or torch.jit.is_tracing()
 
 
 class Boxes:
@@ -295,16 +299,29 @@ def pairwise_intersection(boxes1: Boxes, boxes2: Boxes) -> torch.Tensor:
 def _iou_block(
     b1: torch.Tensor, b2: torch.Tensor, area1: torch.Tensor, area2: torch.Tensor, ioa: bool
 ) -> torch.Tensor:
-    """IoU (or IoA over boxes2) of b1 [n, 4] vs b2 [m, 4] without [n, m, 2] temporaries."""
+    """IoU (or IoA over boxes2) of b1 [n, 4] vs b2 [m, 4] without [n, m, 2] temporaries.
+
+    When ``inter > 0`` both boxes are proper and ``union >= inter > 0``; when ``inter == 0`` the result
+    must be 0 whatever the union (0 for two empty boxes, negative for inverted ones). Clamping the
+    denominator to the smallest positive normal number gives exactly that without a ``where``.
+    """
     w = torch.minimum(b1[:, None, 2], b2[None, :, 2]).sub_(torch.maximum(b1[:, None, 0], b2[None, :, 0]))
     h = torch.minimum(b1[:, None, 3], b2[None, :, 3]).sub_(torch.maximum(b1[:, None, 1], b2[None, :, 1]))
     inter = w.clamp_(min=0).mul_(h.clamp_(min=0))
+    tiny = torch.finfo(inter.dtype).tiny
     if ioa:
-        denom = area2[None, :].expand_as(inter)
-    else:
-        denom = h.copy_(area1[:, None]).add_(area2[None, :]).sub_(inter)
-    pos = inter > 0
-    return inter.div_(denom).masked_fill_(~pos, 0.0)
+        return inter.div_(area2.clamp(min=tiny)[None, :])
+    union = torch.add(area1[:, None], area2[None, :], out=h).sub_(inter).clamp_(min=tiny)
+    return inter.div_(union)
+
+
+def _native_box_iou() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """``detcore.ops.box_iou`` when the installed detcore-ops has it (looked up on each call, it is cheap)."""
+    try:
+        from detcore.ops import box_iou
+    except ImportError:
+        return None
+    return box_iou
 
 
 def _pairwise_ratio(boxes1: Any, boxes2: Any, ioa: bool) -> torch.Tensor:
@@ -318,6 +335,12 @@ def _pairwise_ratio(boxes1: Any, boxes2: Any, ioa: bool) -> torch.Tensor:
     b1 = b1.to(dtype)
     b2 = b2.to(dtype)
     n, m = b1.shape[0], b2.shape[0]
+    if not ioa and b1.device.type == "cpu" and not _is_tracing() and n * m > _NATIVE_MIN_ELEMENTS:
+        native = _native_box_iou()
+        if native is not None:
+            # one parallel native loop: same values (detectron2 semantics), no temporaries, and it keeps
+            # its speed when the CPU is shared, where a dozen elementwise torch kernels do not
+            return native(b1, b2)
     area1 = (b1[:, 2] - b1[:, 0]) * (b1[:, 3] - b1[:, 1])
     area2 = (b2[:, 2] - b2[:, 0]) * (b2[:, 3] - b2[:, 1])
     if b1.device.type != "cpu" or _is_tracing() or n * m <= _IOU_BLOCK_ELEMENTS or n == 0 or m == 0:
@@ -340,8 +363,10 @@ def pairwise_iou(boxes1: Boxes, boxes2: Boxes) -> torch.Tensor:
     """IoU of every pair of boxes (``XYXY_ABS``).
 
     ``IoU = inter / (area1 + area2 - inter)`` where ``inter > 0``, else 0 (so empty boxes give 0, never NaN).
-    On CPU the [N, M] result is computed in cache-sized blocks, so the peak memory is the output
-    plus a few blocks.
+    Large CPU inputs (float32/float64 or promoted from half) go to the native ``detcore.ops.box_iou``
+    (one parallel loop, no temporaries). Otherwise, and on other devices, it is computed with torch
+    elementwise ops; on CPU in blocks of 2^22 elements, so the peak memory is the output plus two
+    block-sized temporaries.
 
     Args:
         boxes1 (Boxes | Tensor[N, 4]): first set.

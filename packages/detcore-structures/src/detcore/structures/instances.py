@@ -140,8 +140,8 @@ class Instances:
     def __iter__(self):
         raise NotImplementedError("Instances object is not iterable!")
 
-    @staticmethod
-    def cat(instance_lists: Sequence[Instances]) -> Instances:
+    @classmethod
+    def cat(cls, instance_lists: Sequence[Instances]) -> Instances:
         """Concatenate Instances of one image size with the same fields.
 
         Tensors use ``torch.cat``, lists are concatenated, other field types use their own ``cat``.
@@ -165,7 +165,7 @@ class Instances:
                 raise ValueError(
                     f"Instances.cat: fields differ: {sorted(keys)} and {sorted(i._fields.keys())}"
                 )
-        ret = Instances(image_size)
+        ret = cls(image_size)
         for k in keys:
             values = [i.get(k) for i in instance_lists]
             v0 = values[0]

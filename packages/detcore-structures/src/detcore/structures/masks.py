@@ -322,7 +322,9 @@ class PolygonMasks:
                 f"boxes must have one box per instance: {len(boxes)} boxes for {len(self)} instances"
             )
         device = boxes.device
-        boxes_np = boxes.detach().to("cpu", torch.float64).numpy()
+        # box arithmetic in the boxes' own precision (float32 for Boxes), as detectron2 does
+        work_dtype = boxes.dtype if boxes.dtype in (torch.float32, torch.float64) else torch.float32
+        boxes_np = boxes.detach().to("cpu", work_dtype).numpy()
         results = [rasterize_polygons_within_box(p, b, mask_size) for p, b in zip(self.polygons, boxes_np)]
         if len(results) == 0:
             return torch.empty(0, mask_size, mask_size, dtype=torch.bool, device=device)
