@@ -2,9 +2,10 @@
 // its IoU with a kept higher-scoring box is >= iou_threshold). The exact IoU is rotated_iou.h.
 //
 // Speed: most pairs of boxes are far apart. Each box gets a conservative axis-aligned bound
-// (rotated_aabb); pairs with disjoint bounds have IoU exactly 0 and skip the polygon clipping. NMS also
-// sorts boxes by the left edge of their bound so a kept box only visits boxes whose bound starts within
-// (x0 - max_bound_width, x1] (binary search), like nms_cpu.cpp. Pruning a pair means "IoU 0", which is
+// (rotated_aabb) and oriented frame (rotated_frame); pairs with disjoint bounds or separated frames have IoU
+// exactly 0 and skip the polygon clipping. NMS also skips pairs whose IoU upper bound (grown smaller area
+// over the union) is below the threshold, and sorts boxes by the left edge of their bound so a kept box only
+// visits boxes whose bound starts within (x0 - max_bound_width, x1] (binary search), like nms_cpu.cpp. Pruning a pair means "IoU 0", which is
 // only a non-suppression when iou_threshold > 0; other thresholds and non-finite boxes take the plain
 // quadratic greedy loop (which for a threshold <= 0 suppresses every box after the first it visits).
 #include <algorithm>
@@ -22,7 +23,11 @@ namespace detcore {
 namespace {
 
 using rotated::Bound;
+using rotated::Frame;
+using rotated::frames_separated;
+using rotated::iou_upper_bound;
 using rotated::rotated_aabb;
+using rotated::rotated_frame;
 using rotated::single_box_iou_rotated;
 
 template <typename T>
@@ -40,9 +45,11 @@ void box_iou_rotated_cpu(const T* boxes1, const T* boxes2, int64_t n, int64_t m,
   if (n == 0 || m == 0) return;
   // prunable[j]: finite box with a valid bound; empty-area boxes give 0 in the exact routine (cheaply).
   std::vector<Bound> bounds2(m);
+  std::vector<Frame> frames2(m);
   std::vector<uint8_t> prunable2(m);
   for (int64_t j = 0; j < m; ++j) {
     bounds2[j] = rotated_aabb<T>(boxes2 + 5 * j);
+    frames2[j] = rotated_frame<T>(boxes2 + 5 * j);
     prunable2[j] = finite_box<T>(boxes2 + 5 * j);
   }
   const int64_t grain = std::max<int64_t>(1, 2048 / m);
@@ -50,10 +57,11 @@ void box_iou_rotated_cpu(const T* boxes1, const T* boxes2, int64_t n, int64_t m,
     for (int64_t i = begin; i < end; ++i) {
       const T* b1 = boxes1 + 5 * i;
       const Bound bound1 = rotated_aabb<T>(b1);
+      const Frame frame1 = rotated_frame<T>(b1);
       const bool prunable1 = finite_box<T>(b1);
       T* row = out + i * m;
       for (int64_t j = 0; j < m; ++j) {
-        if (prunable1 && prunable2[j] && disjoint(bound1, bounds2[j])) {
+        if (prunable1 && prunable2[j] && (disjoint(bound1, bounds2[j]) || frames_separated(frame1, frames2[j]))) {
           row[j] = T(0);
         } else {
           row[j] = single_box_iou_rotated<T>(b1, boxes2 + 5 * j);
@@ -129,6 +137,10 @@ void nms_pruned(const T* boxes, const std::vector<int64_t>& members, double thre
     where[by_x[k]] = k;
     max_w = std::max(max_w, bd.x1 - bd.x0);
   }
+  std::vector<Frame> frames(n);
+  for (int64_t k = 0; k < n; ++k) frames[k] = rotated_frame<T>(boxes + 5 * members[rank[k]]);
+  // A pair whose IoU bound stays below this cannot reach the threshold (1e-4 relative slack for rounding).
+  const double reachable = threshold / (1 + 1e-4);
   std::vector<uint8_t> suppressed(n, 0);
   for (int64_t r = 0; r < m; ++r) {
     const int64_t kp = where[r];
@@ -138,8 +150,10 @@ void nms_pruned(const T* boxes, const std::vector<int64_t>& members, double thre
     const int64_t lo = std::lower_bound(X0.begin(), X0.end(), X0[kp] - max_w) - X0.begin();
     const int64_t hi = std::upper_bound(X0.begin(), X0.end(), X1[kp]) - X0.begin();
     const double x0 = X0[kp], y0 = Y0[kp], y1 = Y1[kp];
+    const Frame& fp = frames[kp];
     for (int64_t k = lo; k < hi; ++k) {
       if (rank[k] <= r || suppressed[k] || X1[k] < x0 || Y0[k] > y1 || Y1[k] < y0) continue;
+      if (iou_upper_bound(fp, frames[k]) < reachable || frames_separated(fp, frames[k])) continue;
       const T ovr = single_box_iou_rotated<T>(bp, boxes + 5 * members[rank[k]]);
       if (static_cast<double>(ovr) >= threshold) suppressed[k] = 1;
     }
