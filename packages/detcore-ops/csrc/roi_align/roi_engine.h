@@ -213,7 +213,15 @@ Plan make_plan(const T* rois, int64_t K, int roi_cols, int64_t N, int H, int W, 
   for (int64_t b = 0; b < N; ++b) plan.image_begin[b + 1] += plan.image_begin[b];
   plan.order.resize(K);
   std::vector<int64_t> fill(plan.image_begin.begin(), plan.image_begin.end() - 1);
-  for (int64_t k = 0; k < K; ++k) plan.order[fill[batch_of(rois, k, roi_cols)]++] = k;
+  std::vector<int64_t> top(K);
+  for (int64_t k = 0; k < K; ++k) {
+    plan.order[fill[batch_of(rois, k, roi_cols)]++] = k;
+    top[k] = builder.estimate(k).r0;
+  }
+  // Within an image, rois run from top to bottom, so overlapping rois reuse pixels still in cache.
+  for (int64_t b = 0; b < N; ++b)
+    std::stable_sort(plan.order.begin() + plan.image_begin[b], plan.order.begin() + plan.image_begin[b + 1],
+                     [&](int64_t a, int64_t c) { return top[a] < top[c]; });
   plan.whole.resize(N);
   for (int64_t b = 0; b < N; ++b) plan.whole[b] = area[b] > static_cast<int64_t>(H) * W;
   return plan;
@@ -231,10 +239,10 @@ void gather_nhwc(const T* img, int C, int H, int W, int r0, int r1, int c0, int 
   for (int r = r0; r < r1; ++r) {
     T* drow = dst + static_cast<int64_t>(r - r0) * Rw * C;
     const T* srow = img + static_cast<int64_t>(r) * W + c0;
-    for (int x0 = 0; x0 < Rw; x0 += kTile) {
-      const int nx = std::min(kTile, Rw - x0);
-      for (int ch0 = 0; ch0 < C; ch0 += kTile) {
-        const int nc = std::min(kTile, C - ch0);
+    for (int ch0 = 0; ch0 < C; ch0 += kTile) {
+      const int nc = std::min(kTile, C - ch0);
+      for (int x0 = 0; x0 < Rw; x0 += kTile) {
+        const int nx = std::min(kTile, Rw - x0);
         if (nx == kTile && nc == kTile) {
           for (int i = 0; i < kTile; ++i) {
             const T* s = srow + (ch0 + i) * HW + x0;
@@ -388,7 +396,8 @@ void forward(const T* input, bool channels_last, const T* rois, int64_t K, int r
     return;
   }
   const Plan plan = make_plan(rois, K, roi_cols, N, H, W, builder);
-  std::vector<T> whole_image;
+  // Reused across calls by this thread: a fresh buffer would pay a page fault per 4 KiB on every call.
+  static thread_local std::vector<T> whole_image;
   for (int64_t b = 0; b < N; ++b) {
     const int64_t first = plan.image_begin[b], last = plan.image_begin[b + 1];
     if (first == last) continue;
@@ -396,7 +405,10 @@ void forward(const T* input, bool channels_last, const T* rois, int64_t K, int r
     if (channels_last) {
       base = input + b * HW * C;
     } else if (plan.whole[b]) {
-      whole_image.resize(static_cast<size_t>(HW) * C);
+      if (whole_image.size() < static_cast<size_t>(HW) * C) {
+        whole_image = std::vector<T>();
+        whole_image.resize(static_cast<size_t>(HW) * C);
+      }
       const T* img = input + b * HW * C;
       T* dst = whole_image.data();
       parallel_for(0, H, 8, num_threads, [&](int64_t r0, int64_t r1) {

@@ -79,13 +79,16 @@ void forward(const T* input, const T* rois, int64_t K, int64_t N, int C, int H, 
       const T* roi = rois + k * 5;
       const int64_t b = static_cast<int64_t>(roi[0]);
       roi_bins(roi, scale, H, W, PH, PW, bins);
-      for (int c = 0; c < C; ++c) {
-        const T* plane = input + (b * C + c) * HW;
-        T* out = output + (k * C + c) * P;
-        int64_t* arg = argmax + (k * C + c) * P;
-        for (int64_t p = 0; p < P; ++p) {
-          const Bin& bin = bins[p];
-          const bool empty = bin.h1 <= bin.h0 || bin.w1 <= bin.w0;
+      // Bin outer, channel inner: the same few pixel rows of successive channel planes are a constant
+      // stride apart, which the hardware prefetchers follow.
+      const T* image = input + b * C * HW;
+      T* out = output + k * C * P;
+      int64_t* arg = argmax + k * C * P;
+      for (int64_t p = 0; p < P; ++p) {
+        const Bin& bin = bins[p];
+        const bool empty = bin.h1 <= bin.h0 || bin.w1 <= bin.w0;
+        for (int c = 0; c < C; ++c) {
+          const T* plane = image + c * HW;
           T best = empty ? T(0) : static_cast<T>(-FLT_MAX);
           int64_t where = -1;
           for (int h = bin.h0; h < bin.h1; ++h) {
@@ -97,8 +100,8 @@ void forward(const T* input, const T* rois, int64_t K, int64_t N, int C, int H, 
               }
             }
           }
-          out[p] = best;
-          arg[p] = where;
+          out[c * P + p] = best;
+          arg[c * P + p] = where;
         }
       }
     }
