@@ -64,11 +64,11 @@ def run(report) -> None:
         x, offset, weight, bias, mask, tensors = _inputs(with_mask, requires_grad=True)
         grad = torch.randn(2, 64, 100, 168, generator=torch.Generator().manual_seed(1))
 
-        def ours_fb(x=x, offset=offset, weight=weight, bias=bias, mask=mask, tensors=tensors):
+        def ours_fb(x=x, offset=offset, weight=weight, bias=bias, mask=mask, tensors=tensors, grad=grad):
             out = deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
             return torch.autograd.grad(out, tensors, grad)
 
-        def ref_fb(x=x, offset=offset, weight=weight, bias=bias, mask=mask, tensors=tensors):
+        def ref_fb(x=x, offset=offset, weight=weight, bias=bias, mask=mask, tensors=tensors, grad=grad):
             out = torchvision.ops.deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
             return torch.autograd.grad(out, tensors, grad)
 

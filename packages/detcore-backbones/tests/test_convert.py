@@ -191,3 +191,12 @@ def test_c2_bad_inputs(tmp_path):
         pickle.dump([1, 2], f)
     with pytest.raises(ValueError, match="dict"):
         load_c2_pkl(path)
+
+
+def test_load_c2_pkl_reads_detectron2_model_zoo_pickle(reference_dir):
+    root = reference_dir / "golden" / "mask_rcnn_tiny"
+    blobs = load_c2_pkl(root / "model.pkl")  # {"model": {name: ndarray}, "__author__": ...}
+    weights = torch.load(root / "model.pth", map_location="cpu", weights_only=True)
+    assert set(blobs) == set(weights)
+    for name, value in weights.items():
+        np.testing.assert_array_equal(blobs[name], value.numpy())

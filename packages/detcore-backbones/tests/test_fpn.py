@@ -144,6 +144,8 @@ def test_fpn_bad_inputs():
         FPN(bottom_up, ["res4", "res5"], 16, fuse_type="max")
     with pytest.raises(ValueError, match=r"'res6'.*outputs"):
         FPN(bottom_up, ["res5", "res6"], 16)
+    with pytest.raises(ValueError, match="top_block.in_feature.*'p9'"):
+        FPN(bottom_up, ["res4", "res5"], 16, top_block=LastLevelP6P7(16, 16, in_feature="p9"))
     with pytest.raises(TypeError, match="bottom_up"):
         FPN(nn.Identity(), ["res5"], 16)
     with pytest.raises(ValueError, match="fpn.in_features"):

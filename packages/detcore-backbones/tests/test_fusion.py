@@ -6,7 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from detcore.backbones import ResNetFPNConfig, build_resnet_fpn_backbone, fuse_frozen_batchnorm
+from detcore.backbones import (
+    ResNetConfig,
+    ResNetFPNConfig,
+    build_resnet_backbone,
+    build_resnet_fpn_backbone,
+    fuse_frozen_batchnorm,
+)
 from detcore.ops import Conv2d, FrozenBatchNorm2d
 
 
@@ -73,3 +79,27 @@ def test_fuse_folds_existing_bias_and_skips_other_norms():
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
     with pytest.raises(TypeError, match="module"):
         fuse_frozen_batchnorm("not a module")
+
+
+def test_fuse_leaves_deformable_conv_norms():
+    torch.manual_seed(0)
+    cfg = ResNetConfig(
+        stem_out_channels=8,
+        res2_out_channels=16,
+        width_per_group=4,
+        out_features=["res3"],
+        deform_on_per_stage=[False, True, False, False],
+        deform_modulated=True,
+        freeze_at=0,
+    )
+    model = build_resnet_backbone(cfg).eval()
+    _randomize(model, 2)
+    nn.init.normal_(model.res3[0].conv2_offset.weight, std=0.05)
+    x = torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        ref = model(x)["res3"]
+        fuse_frozen_batchnorm(model, channels_last=True)
+        got = model(x)["res3"]
+    assert isinstance(model.res3[0].conv2.norm, FrozenBatchNorm2d)
+    assert isinstance(model.res3[0].conv1.norm, nn.Identity)
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)

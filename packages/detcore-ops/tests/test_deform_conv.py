@@ -252,7 +252,7 @@ def test_torch_compile_fullgraph():
     def fn(x, offset, weight, bias, mask):
         return deform_conv2d(x, offset, weight, bias, mask=mask, **kwargs).relu()
 
-    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(fn, fullgraph=True)
     torch.testing.assert_close(compiled(x, offset, weight, bias, mask), fn(x, offset, weight, bias, mask))
 
 
@@ -284,12 +284,14 @@ def test_non_contiguous_inputs():
         torch.testing.assert_close(got, want)
 
 
-def test_multiple_image_blocks_and_threads(monkeypatch):
-    """Blocks of one image (tiny column budget) and one thread give the same result as the default path."""
+# CONFIGS[5] columns: 27 rows x (5 x 4) outputs = 108 elements per output row, 540 per image.
+@pytest.mark.parametrize("budget", [1, 250, 1100], ids=["row_tiles_1", "row_tiles_2_2_1", "two_images"])
+def test_blocks_and_threads_give_the_same_result(monkeypatch, budget):
+    """Row tiles of one image, blocks of several images, and one thread all equal the default path."""
     x, offset, weight, bias, mask, kwargs = _make(CONFIGS[5], dtype=torch.float64)
     x, offset, mask = torch.cat([x] * 3), torch.cat([offset] * 3), torch.cat([mask] * 3)  # 6 images
     out, grads = _grads(deform_conv2d, x, offset, weight, bias, mask, kwargs)
-    monkeypatch.setattr(deform_conv_module, "_BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(deform_conv_module, "_BLOCK_ELEMENTS", budget)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -299,6 +301,7 @@ def test_multiple_image_blocks_and_threads(monkeypatch):
     torch.testing.assert_close(out1, out, rtol=1e-12, atol=1e-12)
     for got, want in zip(grads1, grads):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out1, deform_conv_ref(x, offset, weight, bias, mask=mask, **kwargs))
 
 
 def test_float16_matches_torchvision():
@@ -330,7 +333,7 @@ def test_bfloat16_computes_in_float32():
 
 
 def _good():
-    x, offset, weight, bias, mask, _ = _make(CONFIGS[3], dtype=torch.float32)  # og = 2, padding 1
+    x, offset, weight, _, mask, _ = _make(CONFIGS[3], dtype=torch.float32)  # og = 2, padding 1
     return dict(input=x, offset=offset, weight=weight, bias=torch.zeros(5), mask=mask, padding=1)
 
 
@@ -457,3 +460,16 @@ def test_module_empty_batch_skips_norm():
 def test_module_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DeformConv(**kwargs)
+
+
+def test_block_plan_covers_every_row_once(monkeypatch):
+    x, offset, weight, bias, mask, _ = _make(CONFIGS[5])
+    args = (x, weight, offset, mask, bias, 2, 2, 1, 1, 1, 1, 1, 1, True)
+    for budget, want in [
+        (1, [(n, 1, h, 1) for n in range(2) for h in range(5)]),
+        (250, [(n, 1, h, r) for n in range(2) for h, r in ((0, 2), (2, 2), (4, 1))]),
+        (1100, [(0, 2, 0, 5)]),
+        (540, [(0, 1, 0, 5), (1, 1, 0, 5)]),
+    ]:
+        monkeypatch.setattr(deform_conv_module, "_BLOCK_ELEMENTS", budget)
+        assert deform_conv_module._Prepared(*args).blocks() == want

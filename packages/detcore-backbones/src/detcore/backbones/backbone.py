@@ -68,7 +68,8 @@ class Backbone(nn.Module, metaclass=ABCMeta):
 
         Args:
             channels_last: also convert the weights to ``torch.channels_last`` memory format (faster convs on
-                CPU and on GPUs with tensor cores); inputs are converted on the fly.
+                CPU and on GPUs with tensor cores). Inputs may stay NCHW-contiguous: a conv with channels-last
+                weights returns channels-last outputs, so the features come back channels-last (same values).
 
         Returns:
             Backbone: this module.

@@ -158,6 +158,14 @@ class FPN(Backbone):
             for s in range(stage, stage + self.top_block.num_levels):
                 self._out_feature_strides[f"p{s + 1}"] = 2 ** (s + 1)
         self._out_features = list(self._out_feature_strides)
+        if self.top_block is not None:
+            src = getattr(self.top_block, "in_feature", None)
+            available = [f for f in input_shapes if f in in_features] + self._out_features
+            if src not in input_shapes and src not in self._out_features:
+                raise ValueError(
+                    f"top_block.in_feature is {src!r}, which is neither a bottom-up feature nor an FPN output; "
+                    f"expected one of {available}"
+                )
         self._out_feature_channels = {k: out_channels for k in self._out_features}
         self._size_divisibility = strides[-1]
         self._square_pad = int(square_pad)

@@ -5,14 +5,18 @@ offset ``[N, 2 * offset_groups * kh * kw, Hout, Wout]`` holds ``(dy, dx)`` pairs
 ``k = i * kw + j``, offset group outermost), mask ``[N, offset_groups * kh * kw, Hout, Wout]`` scales each
 sample, and bilinear sampling reads zero outside the input.
 
-The CPU kernel is im2col + GEMM: the native code fills a column buffer ``[B, C * kh * kw, Hout * Wout]`` with
-masked bilinear samples (parallel over output rows), and torch does the GEMMs on it. The backward recomputes the
-columns, forms ``grad_columns = W^T @ grad`` with torch, scatters it into ``grad_input`` in native code (each
-thread owns whole input planes), computes ``grad_offset`` / ``grad_mask`` per sampling point in native code, and
-``grad_weight = grad @ columns^T`` with torch. Images are processed in blocks of at most
-``max(1, _BLOCK_ELEMENTS // (C * kh * kw * Hout * Wout))`` images, so a column buffer holds at most
-``_BLOCK_ELEMENTS`` (2**24, 64 MiB in float32) elements unless a single image needs more; the backward
-holds two such buffers.
+The CPU kernel is im2col + GEMM: the native code fills a column buffer ``[B, C * kh * kw, R * Wout]`` with
+masked bilinear samples of ``R`` output rows (parallel over output rows), and torch does the GEMMs on it. The
+backward recomputes the columns, forms ``grad_columns = W^T @ grad`` with torch, scatters it into ``grad_input``
+in native code (each thread owns whole input planes), computes ``grad_offset`` / ``grad_mask`` per sampling point
+in native code, and ``grad_weight = grad @ columns^T`` with torch.
+
+Block size: a block is as many whole images as fit in ``_BLOCK_ELEMENTS`` (2**24) column elements (64 MiB in
+float32), or, when one image needs more, tiles of ``max(1, 2**24 // (C * kh * kw * Wout))`` output rows of one
+image, so memory stays bounded for large inputs. The forward holds one such buffer, the backward two. Smaller
+blocks keep the buffer in cache and need less CPU time on an idle machine, but every block is a few more
+torch GEMM calls (OpenMP fork/join) and native thread launches, which cost far more than they save once the
+machine is busy (measured: 2 threads, 2x64x100x168 input, block 2**18 was 4x slower than 2**24 under load).
 """
 
 from __future__ import annotations
@@ -297,12 +301,8 @@ def _compute_dtype(t: Tensor) -> torch.dtype:
     return t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32
 
 
-def _block_size(n: int, per_image: int) -> int:
-    return max(1, min(n, _BLOCK_ELEMENTS // max(per_image, 1)))
-
-
 class _Prepared:
-    """Contiguous compute-dtype copies and sizes shared by the forward and backward CPU kernels."""
+    """Contiguous compute-dtype copies, sizes and the block plan shared by the forward and backward CPU kernels."""
 
     def __init__(
         self, input, weight, offset, mask, bias, sh, sw, ph, pw, dh, dw, groups, offset_groups, use_mask
@@ -321,12 +321,31 @@ class _Prepared:
         self.length = self.out_h * self.out_w
         self.k_group = c_g * kh * kw  # GEMM inner size per group
         self.rows = self.c_in * kh * kw  # column-buffer rows per image
-        self.block = _block_size(self.n, self.rows * self.length)
-        self.geometry_tail = [h, w, self.out_h, self.out_w, kh, kw, sh, sw, ph, pw, dh, dw, offset_groups]
+        self.geometry_mid = [h, w, self.out_h, self.out_w, kh, kw, sh, sw, ph, pw, dh, dw, offset_groups]
         self.code = dtype_code(self.x)
 
-    def geometry(self, nb: int) -> list[int]:
-        return [nb, self.c_in, *self.geometry_tail]
+    def blocks(self) -> list[tuple[int, int, int, int]]:
+        """(first image, images, first output row, output rows) of each block; the column buffer of a block holds
+        at most _BLOCK_ELEMENTS elements (whole images when they fit, else row tiles of one image, at least one
+        output row)."""
+        per_row = self.rows * self.out_w
+        per_image = per_row * self.out_h
+        if per_image <= _BLOCK_ELEMENTS:
+            nb = max(1, min(self.n, _BLOCK_ELEMENTS // max(per_image, 1)))
+            return [(n0, min(nb, self.n - n0), 0, self.out_h) for n0 in range(0, self.n, nb)]
+        tile = max(1, _BLOCK_ELEMENTS // per_row)
+        return [
+            (n0, 1, h0, min(tile, self.out_h - h0))
+            for n0 in range(self.n)
+            for h0 in range(0, self.out_h, tile)
+        ]
+
+    def columns(self) -> Tensor:
+        size = max(nb * nr for _, nb, _, nr in self.blocks())
+        return torch.empty((size * self.rows * self.out_w,), dtype=self.dtype)
+
+    def geometry(self, nb: int, h0: int, nr: int) -> list[int]:
+        return [nb, self.c_in, *self.geometry_mid, h0, nr]
 
     def weight_groups(self) -> Tensor:
         return self.w.view(self.groups, self.c_out // self.groups, self.k_group)
@@ -334,13 +353,13 @@ class _Prepared:
     def mask_ptr(self, n0: int) -> int:
         return self.mask[n0].data_ptr() if self.mask is not None else 0
 
-    def im2col(self, n0: int, nb: int, columns: Tensor) -> None:
+    def im2col(self, n0: int, nb: int, h0: int, nr: int, columns: Tensor) -> None:
         native().deform_conv_im2col(
             self.x[n0].data_ptr(),
             self.offset[n0].data_ptr(),
             self.mask_ptr(n0),
             columns.data_ptr(),
-            self.geometry(nb),
+            self.geometry(nb, h0, nr),
             self.use_mask,
             self.code,
             num_threads(),
@@ -355,17 +374,17 @@ def _deform_conv2d_cpu(
     out = torch.empty((p.n, p.c_out, p.out_h, p.out_w), dtype=p.dtype)
     if p.n > 0 and p.length > 0:
         wg = p.weight_groups()
-        columns = torch.empty((p.block, p.rows, p.length), dtype=p.dtype)
+        bias_g = p.bias.view(p.groups, p.c_out // p.groups, 1)
+        buffer = p.columns()
         out_g = out.view(p.n, p.groups, p.c_out // p.groups, p.length)
-        for n0 in range(0, p.n, p.block):
-            nb = min(p.block, p.n - n0)
-            cols = columns[:nb]
-            p.im2col(n0, nb, cols)
-            cols_g = cols.view(nb, p.groups, p.k_group, p.length)
+        for n0, nb, h0, nr in p.blocks():
+            tile = nr * p.out_w
+            cols = buffer[: nb * p.rows * tile].view(nb, p.groups, p.k_group, tile)
+            p.im2col(n0, nb, h0, nr, cols)
             for i in range(nb):
-                # [g, C_out/g, K] @ [g, K, L] -> [g, C_out/g, L], written in place into out[n0 + i]
-                torch.bmm(wg, cols_g[i], out=out_g[n0 + i])
-        out += p.bias.view(1, -1, 1, 1)
+                # bias + [g, C_out/g, K] @ [g, K, tile] -> written in place into out[n0 + i] (rows h0 .. h0 + nr)
+                target = out_g[n0 + i, :, :, h0 * p.out_w : h0 * p.out_w + tile]
+                torch.baddbmm(bias_g, wg, cols[i], out=target)
     return out.to(input.dtype)
 
 
@@ -382,19 +401,19 @@ def _deform_conv2d_backward_cpu(
     grad_bias = grad.sum(dim=(0, 2, 3))
     if p.n > 0 and p.length > 0:
         wg_t = p.weight_groups().transpose(1, 2)
-        columns = torch.empty((p.block, p.rows, p.length), dtype=p.dtype)
-        grad_columns = torch.empty_like(columns)
+        buffer, grad_buffer = p.columns(), p.columns()
         grad_g = grad.view(p.n, p.groups, p.c_out // p.groups, p.length)
-        for n0 in range(0, p.n, p.block):
-            nb = min(p.block, p.n - n0)
-            cols, gcols = columns[:nb], grad_columns[:nb]
-            cols_g = cols.view(nb, p.groups, p.k_group, p.length)
-            gcols_g = gcols.view(nb, p.groups, p.k_group, p.length)
-            p.im2col(n0, nb, cols)
+        lib, threads = native(), num_threads()
+        for n0, nb, h0, nr in p.blocks():
+            tile = nr * p.out_w
+            cols = buffer[: nb * p.rows * tile].view(nb, p.groups, p.k_group, tile)
+            gcols = grad_buffer[: nb * p.rows * tile].view(nb, p.groups, p.k_group, tile)
+            p.im2col(n0, nb, h0, nr, cols)
             for i in range(nb):
-                torch.bmm(wg_t, grad_g[n0 + i], out=gcols_g[i])  # [g, K, C_out/g] @ [g, C_out/g, L]
-                grad_weight.baddbmm_(grad_g[n0 + i], cols_g[i].transpose(1, 2))  # [g, C_out/g, L] @ [g, L, K]
-            lib, threads, geometry = native(), num_threads(), p.geometry(nb)
+                grad_tile = grad_g[n0 + i, :, :, h0 * p.out_w : h0 * p.out_w + tile]
+                torch.bmm(wg_t, grad_tile, out=gcols[i])  # [g, K, C_out/g] @ [g, C_out/g, tile]
+                grad_weight.baddbmm_(grad_tile, cols[i].transpose(1, 2))  # [g, C_out/g, tile] @ [g, tile, K]
+            geometry = p.geometry(nb, h0, nr)
             lib.deform_conv_col2im(
                 gcols.data_ptr(),
                 p.offset[n0].data_ptr(),
