@@ -1,3 +1,55 @@
-"""detcore.heads: anchors, box coders, matcher, sampling, poolers, RPN, ROI heads, dense heads."""
+"""detcore.heads: anchors, box coders, matcher, sampling, poolers, RPN, ROI heads, dense heads.
 
-__all__: list[str] = []
+Components are registered with the plugin registry under detectron2's class names (kinds
+"anchor_generator", "rpn_head", "proposal_generator"), so detectron2 config ``NAME`` values map directly.
+Each built-in class has a frozen config dataclass (``config_class``) with detectron2's defaults and a
+``from_config(cfg, input_shape) -> kwargs`` classmethod; :func:`build_component` builds one by name.
+"""
+
+from detcore.heads.anchor_generator import (
+    DefaultAnchorGenerator,
+    DefaultAnchorGeneratorConfig,
+    RotatedAnchorGenerator,
+    RotatedAnchorGeneratorConfig,
+)
+from detcore.heads.box_regression import Box2BoxTransform, Box2BoxTransformLinear, Box2BoxTransformRotated
+from detcore.heads.build import (
+    build_anchor_generator,
+    build_component,
+    build_proposal_generator,
+    build_rpn_head,
+)
+from detcore.heads.matcher import Matcher
+from detcore.heads.poolers import ROIPooler, assign_boxes_to_levels, convert_boxes_to_pooler_format
+from detcore.heads.proposal_generator import (
+    RPN,
+    RPNConfig,
+    StandardRPNHead,
+    StandardRPNHeadConfig,
+    find_top_rpn_proposals,
+)
+from detcore.heads.sampling import subsample_labels
+
+__all__ = [
+    "RPN",
+    "Box2BoxTransform",
+    "Box2BoxTransformLinear",
+    "Box2BoxTransformRotated",
+    "DefaultAnchorGenerator",
+    "DefaultAnchorGeneratorConfig",
+    "Matcher",
+    "ROIPooler",
+    "RPNConfig",
+    "RotatedAnchorGenerator",
+    "RotatedAnchorGeneratorConfig",
+    "StandardRPNHead",
+    "StandardRPNHeadConfig",
+    "assign_boxes_to_levels",
+    "build_anchor_generator",
+    "build_component",
+    "build_proposal_generator",
+    "build_rpn_head",
+    "convert_boxes_to_pooler_format",
+    "find_top_rpn_proposals",
+    "subsample_labels",
+]

@@ -14,3 +14,13 @@ def detcore_register_components(registry):
     registry.declare_kind("keypoint_head", "keypoint heads")
     registry.declare_kind("dense_head", "one-stage dense detection heads (RetinaNet, FCOS)")
     registry.declare_kind("sem_seg_head", "semantic segmentation heads")
+
+    # built-ins, under detectron2's class names so detectron2 config NAME values map directly
+    registry.add(
+        "anchor_generator", "DefaultAnchorGenerator", "detcore.heads.anchor_generator:DefaultAnchorGenerator"
+    )
+    registry.add(
+        "anchor_generator", "RotatedAnchorGenerator", "detcore.heads.anchor_generator:RotatedAnchorGenerator"
+    )
+    registry.add("rpn_head", "StandardRPNHead", "detcore.heads.proposal_generator.rpn:StandardRPNHead")
+    registry.add("proposal_generator", "RPN", "detcore.heads.proposal_generator.rpn:RPN")

@@ -109,8 +109,22 @@ def _(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tens
 
 
 def _as_compute(boxes: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
-    """Contiguous float32/float64 copies (half and bfloat16 compute in float32)."""
+    """Contiguous float32/float64 copies (half and bfloat16 compute in float32).
+
+    The kernel reads scores in the boxes' dtype. float64 scores with float32 boxes would be rounded, which
+    can tie or swap close scores, so they are replaced by their descending rank (ties in index order, NaN
+    first, as the kernel orders them), which float32 holds exactly below 2**24 boxes.
+    """
     dtype = boxes.dtype if boxes.dtype in (torch.float32, torch.float64) else torch.float32
+    if torch.finfo(scores.dtype).bits > torch.finfo(dtype).bits:
+        n = scores.shape[0]
+        if n >= 2**24:
+            dtype = scores.dtype
+        else:
+            order = torch.sort(scores, descending=True, stable=True).indices
+            ranks = torch.empty(n, dtype=dtype)
+            ranks[order] = torch.arange(n, 0, -1, dtype=dtype)
+            scores = ranks
     return boxes.to(dtype).contiguous(), scores.to(dtype).contiguous()
 
 

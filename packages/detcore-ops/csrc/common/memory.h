@@ -1,0 +1,28 @@
+// Memory helpers for kernels that fill large, freshly allocated outputs.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
+namespace detcore {
+
+// Asks Linux to back the 2 MiB-aligned interior of [data, data + bytes) with transparent huge pages before
+// it is first written. A 100 MB output otherwise takes ~25,000 page faults, which cost more than writing it.
+// Only a hint: no effect elsewhere, for small buffers, or when THP is disabled; errors are ignored.
+inline void advise_huge_pages(void* data, std::size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr std::uintptr_t kHuge = std::uintptr_t(1) << 21;
+  if (bytes < 4 * kHuge) return;
+  const std::uintptr_t begin = (reinterpret_cast<std::uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
+  const std::uintptr_t end = (reinterpret_cast<std::uintptr_t>(data) + bytes) & ~(kHuge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#else
+  (void)data;
+  (void)bytes;
+#endif
+}
+
+}  // namespace detcore
