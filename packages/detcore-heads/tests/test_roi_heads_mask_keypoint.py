@@ -16,6 +16,7 @@ from detcore.heads.roi_heads import (
     FastRCNNConvFCHead,
     KRCNNConvDeconvUpsampleHead,
     MaskRCNNConvUpsampleHead,
+    Res5ROIHeads,
     StandardROIHeads,
     keypoint_rcnn_inference,
     keypoint_rcnn_loss,
@@ -185,6 +186,7 @@ def test_keypoint_inference_and_head_names():
 
 COMPONENTS = {
     ("roi_heads", "StandardROIHeads"): StandardROIHeads,
+    ("roi_heads", "Res5ROIHeads"): Res5ROIHeads,
     ("box_head", "FastRCNNConvFCHead"): FastRCNNConvFCHead,
     ("mask_head", "MaskRCNNConvUpsampleHead"): MaskRCNNConvUpsampleHead,
     ("keypoint_head", "KRCNNConvDeconvUpsampleHead"): KRCNNConvDeconvUpsampleHead,
@@ -234,3 +236,11 @@ def test_default_configs_build():
     assert roi.num_classes == 80 and roi.batch_size_per_image == 512 and roi.positive_fraction == 0.25
     assert roi.box_predictor.test_score_thresh == 0.05 and roi.box_predictor.test_nms_thresh == 0.5
     assert not roi.mask_on and not roi.keypoint_on
+    c4 = build_component("roi_heads", "Res5ROIHeads", None, {"res4": ShapeSpec(channels=1024, stride=16)})
+    assert c4.box_predictor.cls_score.in_features == 2048 and c4.res5[0].conv2.weight.shape == (
+        512,
+        512,
+        3,
+        3,
+    )
+    assert c4.pooler.output_size == (14, 14) and not c4.mask_on

@@ -321,3 +321,71 @@ def test_built_from_config_trains():
     torch.manual_seed(0)
     _, losses = model(None, _features(), _proposals(), _targets([2, 1]))
     _check_losses_and_grads(model, losses, expect_nonzero_grads=False)
+
+
+def _res5(mask: bool = True, norm: str = "FrozenBN"):
+    from detcore.heads.roi_heads import Res5ROIHeads, Res5ROIHeadsConfig
+
+    cfg = Res5ROIHeadsConfig(
+        num_classes=NUM_CLASSES,
+        batch_size_per_image=32,
+        pooler_resolution=6,
+        width_per_group=2,
+        res2_out_channels=4,
+        norm=norm,
+        mask_on=mask,
+        mask_head=dataclasses.replace(Res5ROIHeadsConfig().mask_head, conv_dim=8),
+    )
+    torch.manual_seed(0)
+    model = build_component("roi_heads", "Res5ROIHeads", cfg, {"res4": ShapeSpec(channels=16, stride=16)})
+    assert isinstance(model, Res5ROIHeads)
+    return model
+
+
+def _res4(n: int = 2) -> dict[str, torch.Tensor]:
+    return {"res4": torch.randn(n, 16, H // 16, W // 16, generator=torch.Generator().manual_seed(5))}
+
+
+def test_res5_roi_heads_structure_training_and_inference():
+    model = _res5(norm="")
+    names = set(model.state_dict())
+    assert {"res5.0.conv1.weight", "res5.0.shortcut.weight", "res5.2.conv3.weight"} <= names
+    assert {
+        "box_predictor.cls_score.weight",
+        "mask_head.deconv.weight",
+        "mask_head.predictor.weight",
+    } <= names
+    assert model.box_predictor.cls_score.in_features == 32  # res2_out_channels * 8
+    model.train()
+    torch.manual_seed(0)
+    out, losses = model(None, _res4(), _proposals(), _targets([2, 1]))
+    assert out == [] and set(losses) == {"loss_cls", "loss_box_reg", "loss_mask"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    model.zero_grad()
+    sum(losses.values()).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    torch.manual_seed(0)
+    _, losses = model(None, _res4(), _proposals(), _targets([0, 0]))
+    assert losses["loss_mask"].detach().item() == 0.0 and torch.isfinite(losses["loss_cls"])
+    targets = _targets([1, 1])
+    targets[0].remove("gt_masks")
+    with pytest.raises(ValueError, match=r"gt_masks.*mask head"):
+        model(None, _res4(), _proposals(), targets)
+    model.eval()
+    with torch.no_grad():
+        inst, losses = model(None, _res4(), _proposals())
+    assert losses == {}
+    for i in inst:
+        assert i.pred_masks.shape == (len(i), 1, 6, 6)  # 6 -> res5 (stride 2) 3 -> deconv 6
+    with pytest.raises(ValueError, match="exactly one"):
+        type(model)(
+            in_features=["res4", "res5"],
+            pooler=model.pooler,
+            res5=model.res5,
+            box_predictor=model.box_predictor,
+            num_classes=NUM_CLASSES,
+            batch_size_per_image=8,
+            positive_fraction=0.25,
+            proposal_matcher=Matcher([0.5], [0, 1]),
+        )

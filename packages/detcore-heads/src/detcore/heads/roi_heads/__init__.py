@@ -23,6 +23,8 @@ from detcore.heads.roi_heads.mask_head import (
     mask_rcnn_loss,
 )
 from detcore.heads.roi_heads.roi_heads import (
+    Res5ROIHeads,
+    Res5ROIHeadsConfig,
     ROIHeads,
     StandardROIHeads,
     StandardROIHeadsConfig,
@@ -43,6 +45,8 @@ __all__ = [
     "MaskRCNNConvUpsampleHead",
     "MaskRCNNConvUpsampleHeadConfig",
     "ROIHeads",
+    "Res5ROIHeads",
+    "Res5ROIHeadsConfig",
     "StandardROIHeads",
     "StandardROIHeadsConfig",
     "add_ground_truth_to_proposals",

@@ -26,6 +26,8 @@ from detcore.structures import Boxes, ImageList, Instances, pairwise_iou
 
 __all__ = [
     "ROIHeads",
+    "Res5ROIHeads",
+    "Res5ROIHeadsConfig",
     "StandardROIHeads",
     "StandardROIHeadsConfig",
     "add_ground_truth_to_proposals",
@@ -510,3 +512,202 @@ class StandardROIHeads(ROIHeads):
         else:
             pooled = {f: features[f] for f in self.keypoint_in_features}
         return self.keypoint_head(pooled, instances)
+
+
+@dataclass(frozen=True)
+class Res5ROIHeadsConfig:
+    """Config of :class:`Res5ROIHeads` (detectron2's C4 defaults: ``MODEL.ROI_HEADS``, ``ROI_BOX_HEAD`` pooler
+    and ``RESNETS`` values of the res5 stage).
+
+    ``num_classes`` overrides the box predictor's and mask head's. The mask head (when ``mask_on``) is built
+    on the res5 output (``res2_out_channels * 8`` channels at the pooler resolution).
+    """
+
+    num_classes: int = 80
+    in_features: tuple[str, ...] = ("res4",)
+    iou_thresholds: tuple[float, ...] = (0.5,)
+    iou_labels: tuple[int, ...] = (0, 1)
+    batch_size_per_image: int = 512
+    positive_fraction: float = 0.25
+    proposal_append_gt: bool = True
+    pooler_resolution: int = 14
+    pooler_sampling_ratio: int = 0
+    pooler_type: str = "ROIAlignV2"
+    # res5 stage (detectron2's MODEL.RESNETS)
+    num_groups: int = 1
+    width_per_group: int = 64
+    res2_out_channels: int = 256
+    stride_in_1x1: bool = True
+    norm: str = "FrozenBN"
+    box_predictor: Any = field(default_factory=FastRCNNOutputLayersConfig)
+    mask_on: bool = False
+    mask_head_name: str = "MaskRCNNConvUpsampleHead"
+    mask_head: Any = field(default_factory=MaskRCNNConvUpsampleHeadConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("in_features", "iou_thresholds", "iou_labels"):
+            object.__setattr__(self, name, as_tuple(getattr(self, name), name))
+
+
+class Res5ROIHeads(ROIHeads):
+    """detectron2's C4 ROI heads: the box and mask branches share the ROI features computed by the res5 stage
+    (3 bottleneck blocks, the first with stride 2) on one feature map; the box predictor sees their spatial mean.
+
+    State-dict names: ``res5.{0,1,2}.*``, ``box_predictor.*``, ``mask_head.*``.
+
+    Args:
+        in_features (list[str]): the one feature map pooled from (e.g. ["res4"]).
+        pooler (ROIPooler): pools the ROI features.
+        res5 (nn.Module | list[nn.Module]): the res5 stage.
+        box_predictor (FastRCNNOutputLayers): on the pooled res5 output (channels only).
+        mask_head (nn.Module | None): on the res5 output (None: no mask branch).
+        **kwargs: :class:`ROIHeads` arguments.
+    """
+
+    config_class: ClassVar[type] = Res5ROIHeadsConfig
+
+    def __init__(
+        self,
+        *,
+        in_features: Sequence[str],
+        pooler: ROIPooler,
+        res5: nn.Module | Sequence[nn.Module],
+        box_predictor: nn.Module,
+        mask_head: nn.Module | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.in_features = list(as_tuple(in_features, "in_features"))
+        if len(self.in_features) != 1:
+            raise ValueError(f"in_features must name exactly one feature map, got {self.in_features}")
+        self.pooler = pooler
+        if isinstance(res5, (list, tuple)):
+            res5 = nn.Sequential(*res5)
+        self.res5 = res5
+        self.box_predictor = box_predictor
+        self.mask_on = mask_head is not None
+        if self.mask_on:
+            self.mask_head = mask_head
+
+    @staticmethod
+    def build_res5_block(cfg: Res5ROIHeadsConfig) -> tuple[nn.Sequential, int]:
+        """The res5 stage of a C4 ResNet and its output channels."""
+        from detcore.backbones import BottleneckBlock, make_stage
+
+        factor = 2**3
+        bottleneck_channels = cfg.num_groups * cfg.width_per_group * factor
+        out_channels = cfg.res2_out_channels * factor
+        blocks = make_stage(
+            BottleneckBlock,
+            3,
+            stride_per_block=[2, 1, 1],
+            in_channels=out_channels // 2,
+            bottleneck_channels=bottleneck_channels,
+            out_channels=out_channels,
+            num_groups=cfg.num_groups,
+            norm=cfg.norm,
+            stride_in_1x1=cfg.stride_in_1x1,
+        )
+        return nn.Sequential(*blocks), out_channels
+
+    @classmethod
+    def from_config(
+        cls, cfg: Res5ROIHeadsConfig | None, input_shape: Mapping[str, ShapeSpec]
+    ) -> dict[str, Any]:
+        """Constructor kwargs: the pooler, the res5 stage, the box predictor and the mask head."""
+        cfg = cfg if cfg is not None else Res5ROIHeadsConfig()
+        if not isinstance(input_shape, Mapping):
+            raise TypeError(f"input_shape must be a dict name -> ShapeSpec, got {type(input_shape).__name__}")
+        if len(cfg.in_features) != 1 or cfg.in_features[0] not in input_shape:
+            raise ValueError(
+                f"in_features must name one feature map of input_shape ({sorted(input_shape)}), got {cfg.in_features}"
+            )
+        r = cfg.pooler_resolution
+        res5, out_channels = cls.build_res5_block(cfg)
+        ret: dict[str, Any] = {
+            "num_classes": cfg.num_classes,
+            "batch_size_per_image": cfg.batch_size_per_image,
+            "positive_fraction": cfg.positive_fraction,
+            "proposal_matcher": Matcher(
+                list(cfg.iou_thresholds), list(cfg.iou_labels), allow_low_quality_matches=False
+            ),
+            "proposal_append_gt": cfg.proposal_append_gt,
+            "in_features": list(cfg.in_features),
+            "pooler": ROIPooler(
+                output_size=r,
+                scales=(1.0 / input_shape[cfg.in_features[0]].stride,),
+                sampling_ratio=cfg.pooler_sampling_ratio,
+                pooler_type=cfg.pooler_type,
+            ),
+            "res5": res5,
+            "box_predictor": FastRCNNOutputLayers(
+                **FastRCNNOutputLayers.from_config(
+                    _with_num_classes(cfg.box_predictor, cfg.num_classes),
+                    ShapeSpec(channels=out_channels, height=1, width=1),
+                )
+            ),
+        }
+        if cfg.mask_on:
+            ret["mask_head"] = build_component(
+                "mask_head",
+                cfg.mask_head_name,
+                _with_num_classes(cfg.mask_head, cfg.num_classes),
+                ShapeSpec(channels=out_channels, width=r, height=r),
+            )
+        return ret
+
+    def _shared_roi_transform(self, features: list[Tensor], boxes: list[Boxes]) -> Tensor:
+        return self.res5(self.pooler(features, boxes))
+
+    def forward(
+        self,
+        images: ImageList | None,
+        features: dict[str, Tensor],
+        proposals: list[Instances],
+        targets: list[Instances] | None = None,
+    ) -> tuple[list[Instances], dict[str, Tensor]]:
+        """Same contract as :meth:`StandardROIHeads.forward`, except that training returns ``[]`` (as
+        detectron2) instead of the sampled proposals."""
+        del images
+        if not isinstance(features, Mapping):
+            raise TypeError(
+                f"features must be a dict name -> Tensor[N, C, H, W], got {type(features).__name__}"
+            )
+        for i, p in enumerate(proposals):
+            if not isinstance(p, Instances) or not p.has("proposal_boxes"):
+                raise ValueError(f"proposals[{i}] must be Instances with a 'proposal_boxes' field")
+        if self.training:
+            required = {"gt_boxes": "box head", "gt_classes": "box head"}
+            if self.mask_on:
+                required["gt_masks"] = "mask head"
+            _check_targets(targets, len(proposals), required)
+            proposals = self.label_and_sample_proposals(list(proposals), list(targets))
+        proposal_boxes = [x.proposal_boxes for x in proposals]
+        box_features = self._shared_roi_transform([features[f] for f in self.in_features], proposal_boxes)
+        predictions = self.box_predictor(box_features.mean(dim=[2, 3]))
+        if self.training:
+            losses = self.box_predictor.losses(predictions, proposals)
+            if self.mask_on:
+                proposals, fg_selection_masks = select_foreground_proposals(proposals, self.num_classes)
+                mask_features = box_features[torch.cat(fg_selection_masks, dim=0)]
+                del box_features
+                losses.update(self.mask_head(mask_features, proposals))
+            return [], losses
+        pred_instances, _ = self.box_predictor.inference(predictions, proposals)
+        return self.forward_with_given_boxes(features, pred_instances), {}
+
+    def forward_with_given_boxes(
+        self, features: dict[str, Tensor], instances: list[Instances]
+    ) -> list[Instances]:
+        """Run the mask branch (inference only) on detections with ``pred_boxes`` and ``pred_classes``."""
+        if self.training:
+            raise RuntimeError("forward_with_given_boxes is for inference (call eval() first)")
+        for i, inst in enumerate(instances):
+            if not (inst.has("pred_boxes") and inst.has("pred_classes")):
+                raise ValueError(f"instances[{i}] must have fields 'pred_boxes' and 'pred_classes'")
+        if not self.mask_on:
+            return instances
+        x = self._shared_roi_transform(
+            [features[f] for f in self.in_features], [x.pred_boxes for x in instances]
+        )
+        return self.mask_head(x, instances)
