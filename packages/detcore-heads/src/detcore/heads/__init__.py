@@ -1,7 +1,8 @@
 """detcore.heads: anchors, box coders, matcher, sampling, poolers, RPN, ROI heads, dense heads.
 
 Components are registered with the plugin registry under detectron2's class names (kinds
-"anchor_generator", "rpn_head", "proposal_generator"), so detectron2 config ``NAME`` values map directly.
+"anchor_generator", "rpn_head", "proposal_generator", "roi_heads", "box_head", "mask_head",
+"keypoint_head"), so detectron2 config ``NAME`` values map directly.
 Each built-in class has a frozen config dataclass (``config_class``) with detectron2's defaults and a
 ``from_config(cfg, input_shape) -> kwargs`` classmethod; :func:`build_component` builds one by name.
 """
@@ -28,6 +29,16 @@ from detcore.heads.proposal_generator import (
     StandardRPNHeadConfig,
     find_top_rpn_proposals,
 )
+from detcore.heads.roi_heads import (
+    FastRCNNConvFCHead,
+    FastRCNNOutputLayers,
+    KRCNNConvDeconvUpsampleHead,
+    MaskRCNNConvUpsampleHead,
+    Res5ROIHeads,
+    ROIHeads,
+    StandardROIHeads,
+    fast_rcnn_inference,
+)
 from detcore.heads.sampling import subsample_labels
 
 __all__ = [
@@ -37,11 +48,18 @@ __all__ = [
     "Box2BoxTransformRotated",
     "DefaultAnchorGenerator",
     "DefaultAnchorGeneratorConfig",
+    "FastRCNNConvFCHead",
+    "FastRCNNOutputLayers",
+    "KRCNNConvDeconvUpsampleHead",
+    "MaskRCNNConvUpsampleHead",
     "Matcher",
+    "ROIHeads",
     "ROIPooler",
     "RPNConfig",
+    "Res5ROIHeads",
     "RotatedAnchorGenerator",
     "RotatedAnchorGeneratorConfig",
+    "StandardROIHeads",
     "StandardRPNHead",
     "StandardRPNHeadConfig",
     "assign_boxes_to_levels",
@@ -50,6 +68,7 @@ __all__ = [
     "build_proposal_generator",
     "build_rpn_head",
     "convert_boxes_to_pooler_format",
+    "fast_rcnn_inference",
     "find_top_rpn_proposals",
     "subsample_labels",
 ]
