@@ -19,6 +19,16 @@ from detcore.heads.build import (
     build_proposal_generator,
     build_rpn_head,
 )
+from detcore.heads.dense import (
+    EMALossNormalizer,
+    FCOSHead,
+    FCOSHeadConfig,
+    FCOSLogic,
+    RetinaNetHead,
+    RetinaNetHeadConfig,
+    RetinaNetLogic,
+    permute_to_N_HWA_K,
+)
 from detcore.heads.matcher import Matcher
 from detcore.heads.poolers import ROIPooler, assign_boxes_to_levels, convert_boxes_to_pooler_format
 from detcore.heads.proposal_generator import (
@@ -29,6 +39,7 @@ from detcore.heads.proposal_generator import (
     find_top_rpn_proposals,
 )
 from detcore.heads.sampling import subsample_labels
+from detcore.heads.sem_seg import SemSegFPNHead, SemSegFPNHeadConfig
 
 __all__ = [
     "RPN",
@@ -37,11 +48,20 @@ __all__ = [
     "Box2BoxTransformRotated",
     "DefaultAnchorGenerator",
     "DefaultAnchorGeneratorConfig",
+    "EMALossNormalizer",
+    "FCOSHead",
+    "FCOSHeadConfig",
+    "FCOSLogic",
     "Matcher",
     "ROIPooler",
     "RPNConfig",
+    "RetinaNetHead",
+    "RetinaNetHeadConfig",
+    "RetinaNetLogic",
     "RotatedAnchorGenerator",
     "RotatedAnchorGeneratorConfig",
+    "SemSegFPNHead",
+    "SemSegFPNHeadConfig",
     "StandardRPNHead",
     "StandardRPNHeadConfig",
     "assign_boxes_to_levels",
@@ -51,5 +71,6 @@ __all__ = [
     "build_rpn_head",
     "convert_boxes_to_pooler_format",
     "find_top_rpn_proposals",
+    "permute_to_N_HWA_K",
     "subsample_labels",
 ]

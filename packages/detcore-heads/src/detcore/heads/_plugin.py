@@ -24,3 +24,6 @@ def detcore_register_components(registry):
     )
     registry.add("rpn_head", "StandardRPNHead", "detcore.heads.proposal_generator.rpn:StandardRPNHead")
     registry.add("proposal_generator", "RPN", "detcore.heads.proposal_generator.rpn:RPN")
+    registry.add("dense_head", "RetinaNetHead", "detcore.heads.dense.retinanet_head:RetinaNetHead")
+    registry.add("dense_head", "FCOSHead", "detcore.heads.dense.fcos_head:FCOSHead")
+    registry.add("sem_seg_head", "SemSegFPNHead", "detcore.heads.sem_seg:SemSegFPNHead")
