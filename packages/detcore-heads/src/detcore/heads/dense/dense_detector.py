@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 
-def permute_to_N_HWA_K(tensor: Tensor, K: int) -> Tensor:  # noqa: N802, N803 (detectron2's name)
+def permute_to_N_HWA_K(tensor: Tensor, K: int) -> Tensor:
     """Reorder a head output ``[N, A*K, H, W]`` to ``[N, H*W*A, K]`` (the anchors' (row, column, anchor) order).
 
     Args:
