@@ -19,7 +19,12 @@ from detcore.heads import (
     build_component,
     permute_to_N_HWA_K,
 )
-from detcore.heads.dense import CycleBatchNormList, retinanet_label_anchors, transpose_dense_predictions
+from detcore.heads.dense import (
+    CycleBatchNormList,
+    retinanet_anchor_generator_config,
+    retinanet_label_anchors,
+    transpose_dense_predictions,
+)
 from detcore.ops import ShapeSpec
 from detcore.structures import Boxes, Instances
 
@@ -28,6 +33,10 @@ LEVELS = ["p3", "p4", "p5", "p6", "p7"]
 
 def _shapes(channels: int, strides=(8, 16, 32, 64, 128)) -> list[ShapeSpec]:
     return [ShapeSpec(channels=channels, stride=s) for s in strides]
+
+
+def test_retinanet_anchor_generator_config():
+    assert retinanet_anchor_generator_config() == _retinanet_anchor_cfg()
 
 
 def _retinanet_anchor_cfg() -> DefaultAnchorGeneratorConfig:

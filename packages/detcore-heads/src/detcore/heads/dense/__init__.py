@@ -16,7 +16,12 @@ from detcore.heads.dense.fcos import (
     fcos_match_anchors,
 )
 from detcore.heads.dense.fcos_head import FCOSHead, FCOSHeadConfig
-from detcore.heads.dense.retinanet import RetinaNetLogic, retinanet_label_anchors, retinanet_losses
+from detcore.heads.dense.retinanet import (
+    RetinaNetLogic,
+    retinanet_anchor_generator_config,
+    retinanet_label_anchors,
+    retinanet_losses,
+)
 from detcore.heads.dense.retinanet_head import CycleBatchNormList, RetinaNetHead, RetinaNetHeadConfig
 
 __all__ = [
@@ -36,6 +41,7 @@ __all__ = [
     "fcos_label_anchors",
     "fcos_match_anchors",
     "permute_to_N_HWA_K",
+    "retinanet_anchor_generator_config",
     "retinanet_label_anchors",
     "retinanet_losses",
     "transpose_dense_predictions",

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from detcore.heads.anchor_generator import DefaultAnchorGeneratorConfig
 from detcore.heads.box_regression import Box2BoxTransform, _dense_box_regression_loss
 from detcore.heads.dense.dense_detector import (
     EMALossNormalizer,
@@ -24,7 +25,22 @@ from detcore.heads.matcher import Matcher
 from detcore.ops import cat, sigmoid_focal_loss
 from detcore.structures import Boxes, Instances, pairwise_iou
 
-__all__ = ["RetinaNetLogic", "retinanet_label_anchors", "retinanet_losses"]
+__all__ = [
+    "RetinaNetLogic",
+    "retinanet_anchor_generator_config",
+    "retinanet_label_anchors",
+    "retinanet_losses",
+]
+
+
+def retinanet_anchor_generator_config() -> DefaultAnchorGeneratorConfig:
+    """Base-RetinaNet.yaml's anchors: sizes ``x * 2 ** (i / 3)`` (i = 0, 1, 2) for x = 32..512 on p3..p7, aspect
+    ratios 0.5/1/2 (9 anchors per position), offset 0."""
+    return DefaultAnchorGeneratorConfig(
+        sizes=tuple(tuple(x * 2 ** (i / 3.0) for i in range(3)) for x in (32, 64, 128, 256, 512)),
+        aspect_ratios=((0.5, 1.0, 2.0),),
+    )
+
 
 _BOX_LOSSES = ("smooth_l1", "giou", "diou", "ciou")
 
