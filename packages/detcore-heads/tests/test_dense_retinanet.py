@@ -112,20 +112,36 @@ def test_norm_variants_state_dict_names():
         "cls_subnet.1.0.running_mean",
         "cls_subnet.1.1.running_mean",
     } <= keys
-    # one set of statistics per level: level 0 gets mean ~ +5, level 1 ~ -5
+    # one set of statistics per level: the first conv is made the identity; level 0 sees +5, level 1 sees -5
     bn.train()
     with torch.no_grad():
-        bn.cls_subnet[0].weight.zero_()
-        bn.cls_subnet[0].bias.copy_(torch.tensor([5.0, 5.0, 5.0, 5.0]))
-    bn([torch.zeros(1, 4, 4, 4), torch.zeros(1, 4, 2, 2)])
-    m0 = bn.cls_subnet[1][0].running_mean
-    m1 = bn.cls_subnet[1][1].running_mean
-    assert torch.allclose(m0, torch.full((4,), 0.5)) and torch.allclose(m1, torch.full((4,), 0.5))
-    with torch.no_grad():
-        bn.cls_subnet[0].bias.copy_(torch.tensor([1.0, 1.0, 1.0, 1.0]))
-    bn([torch.zeros(1, 4, 4, 4), torch.zeros(1, 4, 2, 2)])
-    # both updated once more, each from its own level's input
+        w = bn.cls_subnet[0].weight
+        w.zero_()
+        w[:, :, 1, 1] = torch.eye(4)
+        bn.cls_subnet[0].bias.zero_()
+    bn([torch.full((1, 4, 4, 4), 5.0), torch.full((1, 4, 2, 2), -5.0)])
+    assert torch.allclose(bn.cls_subnet[1][0].running_mean, torch.full((4,), 0.5))
+    assert torch.allclose(bn.cls_subnet[1][1].running_mean, torch.full((4,), -0.5))
+    bn([torch.full((1, 4, 4, 4), 1.0), torch.full((1, 4, 2, 2), -5.0)])
     assert torch.allclose(bn.cls_subnet[1][0].running_mean, torch.full((4,), 0.55))
+    assert torch.allclose(bn.cls_subnet[1][1].running_mean, torch.full((4,), -0.95))
+    # shared affine parameters are applied after the per-level normalisation
+    bn.eval()
+    with torch.no_grad():
+        bn.cls_subnet[1].weight.fill_(2.0)
+        bn.cls_subnet[1].bias.fill_(0.25)
+    m = bn.cls_subnet[1]
+    x = torch.randn(1, 4, 3, 3)
+    assert m._pos == 0  # two levels were seen twice each
+    expected0 = (x - m[0].running_mean.view(1, -1, 1, 1)) / torch.sqrt(
+        m[0].running_var.view(1, -1, 1, 1) + 1e-5
+    )
+    expected1 = (x - m[1].running_mean.view(1, -1, 1, 1)) / torch.sqrt(
+        m[1].running_var.view(1, -1, 1, 1) + 1e-5
+    )
+    with torch.no_grad():
+        assert torch.allclose(m(x), expected0 * 2.0 + 0.25, atol=1e-5)
+        assert torch.allclose(m(x), expected1 * 2.0 + 0.25, atol=1e-5)
 
 
 def test_bad_arguments():
