@@ -4,8 +4,7 @@ Components are registered with the plugin registry under detectron2's class name
 "anchor_generator", "rpn_head", "proposal_generator", "roi_heads", "box_head", "mask_head",
 "keypoint_head"), so detectron2 config ``NAME`` values map directly.
 Each built-in class has a frozen config dataclass (``config_class``) with detectron2's defaults and a
-``from_config(cfg, input_shape) -> kwargs`` classmethod; :func:`build_component` builds one by name.
-"""
+``from_config(cfg, input_shape) -> kwargs`` classmethod; :func:`build_component` builds one by name."""
 
 from detcore.heads.anchor_generator import (
     DefaultAnchorGenerator,
@@ -13,15 +12,35 @@ from detcore.heads.anchor_generator import (
     RotatedAnchorGenerator,
     RotatedAnchorGeneratorConfig,
 )
-from detcore.heads.box_regression import Box2BoxTransform, Box2BoxTransformLinear, Box2BoxTransformRotated
+from detcore.heads.box_regression import (
+    Box2BoxTransform,
+    Box2BoxTransformLinear,
+    Box2BoxTransformRotated,
+)
 from detcore.heads.build import (
     build_anchor_generator,
     build_component,
     build_proposal_generator,
     build_rpn_head,
 )
-from detcore.heads.matcher import Matcher
-from detcore.heads.poolers import ROIPooler, assign_boxes_to_levels, convert_boxes_to_pooler_format
+from detcore.heads.dense import (
+    EMALossNormalizer,
+    FCOSHead,
+    FCOSHeadConfig,
+    FCOSLogic,
+    RetinaNetHead,
+    RetinaNetHeadConfig,
+    RetinaNetLogic,
+    permute_to_N_HWA_K,
+)
+from detcore.heads.matcher import (
+    Matcher,
+)
+from detcore.heads.poolers import (
+    ROIPooler,
+    assign_boxes_to_levels,
+    convert_boxes_to_pooler_format,
+)
 from detcore.heads.proposal_generator import (
     RPN,
     RPNConfig,
@@ -39,7 +58,13 @@ from detcore.heads.roi_heads import (
     StandardROIHeads,
     fast_rcnn_inference,
 )
-from detcore.heads.sampling import subsample_labels
+from detcore.heads.sampling import (
+    subsample_labels,
+)
+from detcore.heads.sem_seg import (
+    SemSegFPNHead,
+    SemSegFPNHeadConfig,
+)
 
 __all__ = [
     "RPN",
@@ -48,6 +73,10 @@ __all__ = [
     "Box2BoxTransformRotated",
     "DefaultAnchorGenerator",
     "DefaultAnchorGeneratorConfig",
+    "EMALossNormalizer",
+    "FCOSHead",
+    "FCOSHeadConfig",
+    "FCOSLogic",
     "FastRCNNConvFCHead",
     "FastRCNNOutputLayers",
     "KRCNNConvDeconvUpsampleHead",
@@ -57,8 +86,13 @@ __all__ = [
     "ROIPooler",
     "RPNConfig",
     "Res5ROIHeads",
+    "RetinaNetHead",
+    "RetinaNetHeadConfig",
+    "RetinaNetLogic",
     "RotatedAnchorGenerator",
     "RotatedAnchorGeneratorConfig",
+    "SemSegFPNHead",
+    "SemSegFPNHeadConfig",
     "StandardROIHeads",
     "StandardRPNHead",
     "StandardRPNHeadConfig",
@@ -70,5 +104,6 @@ __all__ = [
     "convert_boxes_to_pooler_format",
     "fast_rcnn_inference",
     "find_top_rpn_proposals",
+    "permute_to_N_HWA_K",
     "subsample_labels",
 ]
