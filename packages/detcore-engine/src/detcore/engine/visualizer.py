@@ -115,12 +115,14 @@ class Visualizer:
         self.metadata = metadata
         self.scale = float(scale)
         self.output = VisImage(self.img, scale=self.scale)
-        self._font_size = max(round(max(13.0, np.sqrt(img.shape[0] * img.shape[1]) // 60) * self.scale), 8)
+        out_w, out_h = self.output.pil.size
+        # in output pixels: readable on small images, growing slowly with the image
+        self._font_size = max(10, int(np.sqrt(out_h * out_w) // 40))
         try:
             self._font = ImageFont.load_default(size=self._font_size)
         except TypeError:  # Pillow < 10.1
             self._font = ImageFont.load_default()
-        self._line_width = max(round(max(self._font_size / 6, 1)), 1)
+        self._line_width = max(round(self._font_size / 8), 1)
 
     # -- primitives ----------------------------------------------------------------------------------
     def _xy(self, x: float, y: float) -> tuple[float, float]:
