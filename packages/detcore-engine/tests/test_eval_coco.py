@@ -19,7 +19,7 @@ from detcore.engine.evaluation import (
     category_mapping_by_name,
     instances_to_coco_json,
 )
-from detcore.structures import Boxes, Instances
+from detcore.structures import BitMasks, Boxes, Instances, Keypoints
 
 # pycocotools' Cython mask.decode (used here only to rasterize ground truth) trips a numpy 2 deprecation
 pytestmark = pytest.mark.filterwarnings(
@@ -196,7 +196,7 @@ def _reference_results(raw, fields=("masks", "kpts")) -> list[dict]:
     return res
 
 
-def _reference_eval(gt_path, results, iou_type, sigmas=None, cat_ids=None, names_by_cat=None):
+def _reference_eval(gt_path, results, iou_type, sigmas=None, cat_ids=None, names_by_cat=None, img_ids=None):
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO(gt_path)
         results = json.loads(json.dumps(results))
@@ -209,6 +209,8 @@ def _reference_eval(gt_path, results, iou_type, sigmas=None, cat_ids=None, names
             ev.params.kpt_oks_sigmas = np.asarray(sigmas)
         if cat_ids is not None:
             ev.params.catIds = sorted(cat_ids)
+        if img_ids is not None:
+            ev.params.imgIds = list(img_ids)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -500,3 +502,22 @@ def test_mask_ap_splits_areas_by_mask_area_not_box_area(tmp_path):
             path, _reference_results(raw, fields=("masks",)), "segm", names_by_cat={3: "person", 7: "dog"}
         ),
     )
+
+
+def test_structure_fields_and_img_ids(tmp_path):
+    gt = _make_gt(persons_only=True)
+    path = _write_gt(tmp_path, gt)
+    raw = _raw_predictions(gt, perturb=True, seed=8)
+    inputs, outputs = _to_batches(raw, {3: 0})
+    for out in outputs:  # BitMasks / Keypoints instead of plain tensors
+        inst = out["instances"]
+        inst.pred_masks = BitMasks(inst.pred_masks)
+        inst.pred_keypoints = Keypoints(inst.pred_keypoints)
+    ev = COCOEvaluator(path)
+    ev.reset()
+    ev.process(inputs, outputs)
+    ref = _reference_results(raw)
+    for task in ("bbox", "segm", "keypoints"):
+        _assert_same(ev.evaluate()[task], _reference_eval(path, ref, task))
+        _assert_same(ev.evaluate(img_ids=[1, 5])[task], _reference_eval(path, ref, task, img_ids=[1, 5]))
+    assert ev.evaluate(img_ids=[1, 5])["bbox"]["AP"] != ev.evaluate()["bbox"]["AP"]
