@@ -112,6 +112,24 @@ def test_empty_instances_and_scale(tmp_path):
     Visualizer(img).draw_instance_predictions(inst).save(tmp_path / "x.png")
 
 
+def test_draw_sem_seg():
+    img = _image(20, 30)
+    seg = np.full((20, 30), 255, dtype=np.int64)
+    seg[:, :10] = 0
+    seg[:, 20:] = 2
+    out = Visualizer(img, {"stuff_colors": [(200, 0, 0), (0, 0, 0), (0, 200, 0)]}).draw_sem_seg(
+        seg, alpha=0.5
+    )
+    drawn = out.get_image()
+    np.testing.assert_array_equal(drawn[:5, 10:20], img[:5, 10:20])  # ignored pixels (away from the labels)
+    # blended class colours (labels cover the middle rows)
+    assert tuple(drawn[0, 0]) == (120, 20, 20) and tuple(drawn[19, 29]) == (20, 120, 20)
+    logits = torch.nn.functional.one_hot(torch.from_numpy(np.where(seg == 255, 1, seg)), 3).permute(2, 0, 1)
+    Visualizer(img).draw_sem_seg(logits.float())
+    with pytest.raises(ValueError, match="sem_seg"):
+        Visualizer(img).draw_sem_seg(np.zeros((3, 3), dtype=np.int64))
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
         Visualizer(np.zeros((4, 4), dtype=np.uint8))

@@ -264,5 +264,42 @@ class Visualizer:
                 self.draw_and_connect_keypoints(kpts[i], color=colors[i])
         return self.output
 
+    def draw_sem_seg(
+        self, sem_seg: np.ndarray | torch.Tensor, alpha: float = 0.8, ignore_label: int | None = 255
+    ) -> VisImage:
+        """Colour every class of a label map (int [H, W], or scores [C, H, W] -> argmax) and name it.
+
+        Colours come from the metadata's ``stuff_colors`` (else :func:`color_for`), names from
+        ``stuff_classes`` (else the class id); ``ignore_label`` pixels are left as they are.
+        """
+        seg = _to_numpy(sem_seg)
+        if seg.ndim == 3:
+            seg = seg.argmax(axis=0)
+        if seg.shape != self.img.shape[:2]:
+            raise ValueError(
+                f"sem_seg must have shape [H, W] or [C, H, W] with the image's H, W {list(self.img.shape[:2])}, "
+                f"got {list(_to_numpy(sem_seg).shape)}"
+            )
+        names = _meta_get(self.metadata, "stuff_classes")
+        colors = _meta_get(self.metadata, "stuff_colors")
+        labels, areas = np.unique(seg, return_counts=True)
+        for label in labels[np.argsort(-areas, kind="stable")].tolist():
+            if ignore_label is not None and label == ignore_label:
+                continue
+            if label < 0:
+                continue
+            color = (
+                tuple(int(c) for c in colors[label])
+                if colors is not None and label < len(colors)
+                else color_for(label)
+            )
+            mask = seg == label
+            self.draw_binary_mask(mask, color=color, alpha=alpha, contour=False)
+            ys, xs = np.nonzero(mask)
+            i = len(ys) // 2
+            name = names[label] if names is not None and label < len(names) else str(label)
+            self.draw_text(name, (float(xs[i]), float(ys[i])), color=color)
+        return self.output
+
     def get_output(self) -> VisImage:
         return self.output
