@@ -161,7 +161,7 @@ def _pil_apply(img: np.ndarray, fn, interp) -> np.ndarray:
     if img.dtype == np.uint8 and (img.ndim == 2 or img.shape[2] in (1, 3, 4)):
         squeeze = img.ndim == 3 and img.shape[2] == 1
         pil = Image.fromarray(img[:, :, 0] if squeeze else img)
-        out = np.asarray(fn(pil, interp))
+        out = np.array(fn(pil, interp))
         return out[:, :, None] if squeeze else out
     # other dtypes / channel counts: one float32 ("F" mode) plane at a time
     planes = img[:, :, None] if img.ndim == 2 else img
