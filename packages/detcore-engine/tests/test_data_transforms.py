@@ -96,7 +96,7 @@ def test_resize_shortest_edge_shapes():
         align_corners=False,
     )[0].permute(1, 2, 0)
     diff = (torch.from_numpy(out).double() - ref).abs()
-    assert diff.max() <= 1.0 + 1e-6 and diff.mean() < 0.3  # uint8 rounding of PIL's fixed point
+    assert diff.max() <= 1.0 + 1e-6 and diff.mean() < 0.4  # uint8 rounding of PIL's fixed point
     aug = T.ResizeShortestEdge((100, 200), max_size=1000)
     for _ in range(10):
         t = aug.get_transform(img)
@@ -237,6 +237,7 @@ def test_augmentation_list_and_aug_input():
     np.testing.assert_allclose(tfms.apply_box(boxes), inp.boxes)
     out, tfms2 = T.apply_augmentations([T.HFlipTransform(40)], img)
     np.testing.assert_array_equal(out, img[:, ::-1])
+    assert isinstance(tfms2.transforms[0], T.HFlipTransform)
     with pytest.raises(ValueError, match="AugInput: image"):
         T.AugInput(np.zeros(5))
     with pytest.raises(TypeError, match="Transform"):
