@@ -175,7 +175,7 @@ def register_coco_instances(name: str, metadata: dict, json_file: str, image_roo
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
     DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name))
     MetadataCatalog.get(name).set(
-        json_file=json_file, image_root=image_root, evaluator_type="coco", **metadata
+        **{"evaluator_type": "coco", **metadata, "json_file": json_file, "image_root": image_root}
     )
 
 

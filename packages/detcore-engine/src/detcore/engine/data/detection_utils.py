@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,9 +29,22 @@ __all__ = [
     "create_keypoint_hflip_indices",
     "filter_empty_instances",
     "read_image",
+    "rle_to_mask",
     "transform_instance_annotations",
     "transform_keypoint_annotations",
 ]
+
+
+def rle_to_mask(rle: dict) -> np.ndarray:
+    """Decode a COCO RLE (compressed, or uncompressed with a ``counts`` list) to ``ndarray[H, W]`` uint8."""
+    from pycocotools import mask as mask_util
+
+    if isinstance(rle.get("counts"), list):
+        rle = mask_util.frPyObjects(rle, *rle["size"])
+    with warnings.catch_warnings():
+        # pycocotools' Cython decoder trips numpy 2's __array__(copy=) deprecation; harmless
+        warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
+        return mask_util.decode(rle)
 
 
 def read_image(file_name: str, format: str = "BGR") -> np.ndarray:
@@ -135,9 +149,7 @@ def transform_instance_annotations(
             polygons = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in segm]
             annotation["segmentation"] = [p.reshape(-1) for p in transforms.apply_polygons(polygons)]
         elif isinstance(segm, dict):
-            from pycocotools import mask as mask_util
-
-            annotation["segmentation"] = transforms.apply_segmentation(mask_util.decode(segm))
+            annotation["segmentation"] = transforms.apply_segmentation(rle_to_mask(segm))
         elif isinstance(segm, np.ndarray):
             annotation["segmentation"] = transforms.apply_segmentation(segm)
         else:
@@ -190,9 +202,7 @@ def annotations_to_instances(
                 if isinstance(s, list):
                     masks.append(polygons_to_bitmask([np.asarray(p, dtype=np.float64) for p in s], h, w))
                 elif isinstance(s, dict):
-                    from pycocotools import mask as mask_util
-
-                    masks.append(mask_util.decode(s).astype(bool))
+                    masks.append(rle_to_mask(s).astype(bool))
                 else:
                     m = np.asarray(s)
                     if m.shape != (h, w):
