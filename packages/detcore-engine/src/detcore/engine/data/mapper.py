@@ -85,6 +85,7 @@ class DatasetMapper:
         instances = utils.annotations_to_instances(annos, image_shape, mask_format=self.instance_mask_format)
         if self.recompute_boxes and instances.has("gt_masks"):
             boxes = instances.gt_masks.get_bounding_boxes()
+            boxes.tensor[~torch.isfinite(boxes.tensor)] = 0  # an instance whose polygons all left the image
             boxes.clip(image_shape)
             instances.gt_boxes = boxes
         if self.filter_empty:
