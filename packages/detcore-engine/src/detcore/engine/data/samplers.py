@@ -16,6 +16,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
@@ -191,7 +192,8 @@ class RepeatFactorTrainingSampler(_StreamSampler):
         g = _epoch_generator(self._seed, epoch)
         rands = torch.rand(len(self._frac_part), generator=g, dtype=torch.float64)
         reps = (self._int_part + (rands < self._frac_part).double()).long()
-        indices = torch.repeat_interleave(torch.arange(len(reps)), reps)
+        # numpy's repeat: torch.repeat_interleave costs milliseconds per call on CPU
+        indices = torch.from_numpy(np.repeat(np.arange(len(reps)), reps.numpy()))
         if self._shuffle:
             indices = indices[torch.randperm(len(indices), generator=g)]
         return indices.tolist()
