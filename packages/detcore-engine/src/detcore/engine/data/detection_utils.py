@@ -55,7 +55,7 @@ def read_image(file_name: str, format: str = "BGR") -> np.ndarray:
     try:
         with Image.open(os.fspath(file_name)) as img:
             img = img.convert("L" if format == "L" else "RGB")
-            arr = np.asarray(img)
+            arr = np.array(img)  # a writable copy
     except FileNotFoundError as e:
         raise ValueError(f"read_image: image file {file_name!r} does not exist") from e
     except OSError as e:

@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable
 
 import numpy as np
+import torch
 from PIL import Image
 
 __all__ = [
@@ -123,6 +124,9 @@ class HFlipTransform(Transform):
         self.width = int(width)
 
     def apply_image(self, img: np.ndarray) -> np.ndarray:
+        if img.dtype == np.uint8:
+            # torch's flip is several times faster than numpy's strided copy for [H, W, 3] uint8
+            return _as_torch(img).flip(1).numpy()
         return np.ascontiguousarray(img[:, ::-1])
 
     def apply_coords(self, coords: np.ndarray) -> np.ndarray:
@@ -154,6 +158,11 @@ _INTERP = {
     Image.BILINEAR: Image.BILINEAR,
     Image.BICUBIC: Image.BICUBIC,
 }
+
+
+def _as_torch(img: np.ndarray) -> torch.Tensor:
+    """A tensor sharing ``img``'s memory (copied first if ``img`` is read-only, e.g. from PIL)."""
+    return torch.from_numpy(img if img.flags.writeable else np.array(img))
 
 
 def _pil_apply(img: np.ndarray, fn, interp) -> np.ndarray:
@@ -195,6 +204,29 @@ class ResizeTransform(Transform):
         return _pil_apply(img, lambda pil, i: pil.resize((self.new_w, self.new_h), _INTERP[i]), interp)
 
     def apply_image(self, img: np.ndarray) -> np.ndarray:
+        if (
+            img.dtype == np.uint8
+            and img.ndim == 3
+            and self.interp in ("bilinear", "bicubic", Image.BILINEAR, Image.BICUBIC)
+        ):
+            # torchvision's uint8 kernels (antialiased like PIL: identical when upsampling, within 1 grey
+            # level otherwise) are ~4x faster than PIL's
+            from torchvision.transforms.v2 import InterpolationMode
+            from torchvision.transforms.v2 import functional as TF
+
+            if img.shape[:2] != (self.h, self.w):
+                raise ValueError(
+                    f"ResizeTransform: image must have shape ({self.h}, {self.w}, ...), got {tuple(img.shape)}"
+                )
+            mode = (
+                InterpolationMode.BILINEAR
+                if self.interp in ("bilinear", Image.BILINEAR)
+                else InterpolationMode.BICUBIC
+            )
+            out = TF.resize(
+                _as_torch(img).permute(2, 0, 1), [self.new_h, self.new_w], interpolation=mode, antialias=True
+            )
+            return np.ascontiguousarray(out.permute(1, 2, 0).numpy())
         return self._resize(img, self.interp)
 
     def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
