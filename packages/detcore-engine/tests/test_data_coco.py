@@ -159,6 +159,8 @@ def test_register_coco_instances_and_catalog(tmp_path):
         # image 2 has no annotation, image 1 only a non-crowd one counts
         assert [d["image_id"] for d in get_detection_dataset_dicts("coco_test_b")] == [1]
         assert len(get_detection_dataset_dicts(["coco_test_b"], filter_empty=False)) == 2
+        with pytest.raises(ValueError, match="no images left"):
+            get_detection_dataset_dicts("coco_test_b", min_keypoints=1)
     finally:
         DatasetCatalog.remove("coco_test_b")
         MetadataCatalog.remove("coco_test_b")

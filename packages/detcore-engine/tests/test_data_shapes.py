@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from detcore.engine.data import DatasetCatalog, MetadataCatalog, make_shapes_dataset
+from detcore.engine.data import DatasetCatalog, MetadataCatalog, make_shapes_dataset, shapes
 from detcore.engine.data.shapes import shapes_metadata
 
 
@@ -163,6 +164,14 @@ def test_plugin_datasets(tmp_path, monkeypatch):
         assert meta.keypoint_flip_map == [("k0", "k2")]
         assert meta.json_file == str(tmp_path / "shapes" / "annotations" / "instances_val.json")
         assert meta.as_dict() == {"name": "shapes_val", **shapes_metadata("val", tmp_path / "shapes")}
+        # the plugin's loader generates the dataset on first use (made small here) and loads it
+        monkeypatch.setattr(
+            shapes, "make_shapes_dataset", functools.partial(make_shapes_dataset, num_train=3, num_val=2)
+        )
+        dicts = DatasetCatalog.get("shapes_val")
+        assert [d["image_id"] for d in dicts] == [1, 2]
+        assert dicts[0]["file_name"] == str(tmp_path / "shapes" / "val" / "000001.png")
+        assert all(0 <= a["category_id"] <= 2 for d in dicts for a in d["annotations"])
     finally:
         for name in ("shapes_train", "shapes_val"):
             if name in DatasetCatalog._loaders:
