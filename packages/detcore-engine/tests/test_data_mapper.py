@@ -7,9 +7,21 @@ import pytest
 import torch
 from PIL import Image
 
-from detcore.engine.data import DatasetMapper, create_keypoint_hflip_indices, load_coco_json
+from detcore.engine.data import (
+    DatasetMapper,
+    create_keypoint_hflip_indices,
+    load_coco_json,
+    make_shapes_dataset,
+)
 from detcore.engine.data import transforms as T
 from detcore.structures import BitMasks, Boxes, Instances, Keypoints, PolygonMasks
+
+
+@pytest.fixture(scope="module")
+def shapes_small(tmp_path_factory):
+    """A tiny shapes dataset (8 train, 2 val images, seed 0): ``{split: (json_file, image_root)}``."""
+    return make_shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=8, num_val=2, seed=0)
+
 
 FLIP = create_keypoint_hflip_indices(["k0", "k1", "k2", "k3"], [("k0", "k2")])
 

@@ -15,8 +15,15 @@ from detcore.engine.data import (
     build_detection_test_loader,
     build_detection_train_loader,
     load_coco_json,
+    make_shapes_dataset,
     repeat_factors_from_category_frequency,
 )
+
+
+@pytest.fixture(scope="module")
+def shapes_small(tmp_path_factory):
+    """A tiny shapes dataset (8 train, 2 val images, seed 0): ``{split: (json_file, image_root)}``."""
+    return make_shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=8, num_val=2, seed=0)
 
 
 def _take(sampler, n):

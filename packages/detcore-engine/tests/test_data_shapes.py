@@ -13,6 +13,12 @@ from detcore.engine.data import DatasetCatalog, MetadataCatalog, make_shapes_dat
 from detcore.engine.data.shapes import shapes_metadata
 
 
+@pytest.fixture(scope="module")
+def shapes_small(tmp_path_factory):
+    """A tiny shapes dataset (8 train, 2 val images, seed 0): ``{split: (json_file, image_root)}``."""
+    return make_shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=8, num_val=2, seed=0)
+
+
 def _coco(json_file):
     from pycocotools.coco import COCO
 
