@@ -6,7 +6,11 @@ Training samplers yield an infinite stream of dataset indices. The global stream
 :meth:`state_dict` (the number of indices this rank has yielded) is enough to resume the exact stream.
 
 Note: a ``DataLoader`` iterates its sampler ahead of the model (prefetching), so the count in
-``state_dict`` is of indices handed out, which may run ahead of the images trained on.
+``state_dict`` is of indices handed out, which may run ahead of the images trained on. With loader
+workers the sampler is iterated by copies inside the worker processes and the main process's copy does
+not advance: a trainer resumes by loading ``{"seed", "consumed": iterations * batch_size}`` into the
+sampler before building the loader (exact with 0 workers; with workers, batches made by different workers
+interleave, so the resumed stream matches to within the items in flight).
 """
 
 from __future__ import annotations
