@@ -1,0 +1,61 @@
+"""ROI heads (detectron2's ``modeling.roi_heads``): box head, Fast R-CNN predictor, mask and keypoint heads,
+and :class:`StandardROIHeads`."""
+
+from detcore.heads.roi_heads.box_head import FastRCNNConvFCHead, FastRCNNConvFCHeadConfig
+from detcore.heads.roi_heads.fast_rcnn import (
+    FastRCNNOutputLayers,
+    FastRCNNOutputLayersConfig,
+    fast_rcnn_inference,
+    fast_rcnn_inference_single_image,
+)
+from detcore.heads.roi_heads.keypoint_head import (
+    BaseKeypointRCNNHead,
+    KRCNNConvDeconvUpsampleHead,
+    KRCNNConvDeconvUpsampleHeadConfig,
+    keypoint_rcnn_inference,
+    keypoint_rcnn_loss,
+)
+from detcore.heads.roi_heads.mask_head import (
+    BaseMaskRCNNHead,
+    MaskRCNNConvUpsampleHead,
+    MaskRCNNConvUpsampleHeadConfig,
+    mask_rcnn_inference,
+    mask_rcnn_loss,
+)
+from detcore.heads.roi_heads.roi_heads import (
+    Res5ROIHeads,
+    Res5ROIHeadsConfig,
+    ROIHeads,
+    StandardROIHeads,
+    StandardROIHeadsConfig,
+    add_ground_truth_to_proposals,
+    select_foreground_proposals,
+    select_proposals_with_visible_keypoints,
+)
+
+__all__ = [
+    "BaseKeypointRCNNHead",
+    "BaseMaskRCNNHead",
+    "FastRCNNConvFCHead",
+    "FastRCNNConvFCHeadConfig",
+    "FastRCNNOutputLayers",
+    "FastRCNNOutputLayersConfig",
+    "KRCNNConvDeconvUpsampleHead",
+    "KRCNNConvDeconvUpsampleHeadConfig",
+    "MaskRCNNConvUpsampleHead",
+    "MaskRCNNConvUpsampleHeadConfig",
+    "ROIHeads",
+    "Res5ROIHeads",
+    "Res5ROIHeadsConfig",
+    "StandardROIHeads",
+    "StandardROIHeadsConfig",
+    "add_ground_truth_to_proposals",
+    "fast_rcnn_inference",
+    "fast_rcnn_inference_single_image",
+    "keypoint_rcnn_inference",
+    "keypoint_rcnn_loss",
+    "mask_rcnn_inference",
+    "mask_rcnn_loss",
+    "select_foreground_proposals",
+    "select_proposals_with_visible_keypoints",
+]
