@@ -102,7 +102,7 @@ def _as_tensor(name: str, value: Any) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value))
+        return torch.from_numpy(value.copy(order="C"))  # (ascontiguousarray would make 0-d arrays 1-d)
     if isinstance(value, (np.generic, int, float)) and not isinstance(value, bool):
         return torch.as_tensor(np.asarray(value))
     raise ValueError(f"checkpoint entry {name!r} is not a tensor or numpy array (got {type(value).__name__})")

@@ -354,7 +354,12 @@ def dump_config(cfg: Config) -> str:
 
 
 def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``update`` merged into ``base`` key by key. Where ``update`` switches a component (``<part>_name`` to
+    another name), the base's ``<part>`` settings belonged to the old component and are dropped."""
     out = dict(base)
+    for k, v in update.items():
+        if k.endswith("_name") and isinstance(v, str) and out.get(k, v) != v:
+            out.pop(k[: -len("_name")], None)
     for k, v in update.items():
         if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
             out[k] = _merge(dict(out[k]), v)
