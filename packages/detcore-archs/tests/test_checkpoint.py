@@ -44,7 +44,11 @@ def test_pth_plain_and_wrapped(tmp_path):
 
 def test_pkl_detectron2_zoo_format(tmp_path):
     state = _state(1)
-    zoo = {"model": {k: v.numpy() for k, v in state.items()}, "__author__": "test", "matching_heuristics": True}
+    zoo = {
+        "model": {k: v.numpy() for k, v in state.items()},
+        "__author__": "test",
+        "matching_heuristics": True,
+    }
     with open(tmp_path / "m.pkl", "wb") as f:
         pickle.dump(zoo, f)
     m = Tiny()

@@ -131,7 +131,9 @@ def test_overrides():
     assert cfg.model.input_format == "RGB"
     assert cfg.model.proposal_generator.nms_thresh == 0.6
     # later overrides win
-    cfg = get_config("faster_rcnn_R_50_FPN", ["model.roi_heads.num_classes=3", "model.roi_heads.num_classes=4"])
+    cfg = get_config(
+        "faster_rcnn_R_50_FPN", ["model.roi_heads.num_classes=3", "model.roi_heads.num_classes=4"]
+    )
     assert cfg.model.roi_heads.num_classes == 4
 
 
@@ -171,7 +173,10 @@ def test_unknown_keys(override, pattern):
         ("model.roi_heads.mask_on=1", r"model\.roi_heads\.mask_on: expected a bool"),
         ("model.pixel_mean=1", r"model\.pixel_mean: expected a list"),
         ("model.pixel_mean=[a, b, c]", r"model\.pixel_mean\[0\]: expected a float"),
-        ("model.backbone.resnet.out_features=res4", r"model\.backbone\.resnet\.out_features: expected a list"),
+        (
+            "model.backbone.resnet.out_features=res4",
+            r"model\.backbone\.resnet\.out_features: expected a list",
+        ),
         ("model.roi_heads=5", r"model\.roi_heads: expected a mapping"),
         ("model.input_format=RBG", r"input_format must be 'BGR' or 'RGB'"),
         ("model.backbone_name=resnett", r"model\.backbone_name.*resnett.*resnet_fpn"),

@@ -92,7 +92,9 @@ def _run(model, golden_dir, name):
     captured = {}
     hooks = [
         model.backbone.register_forward_hook(lambda mod, inp, out: captured.update(features=out)),
-        model.proposal_generator.register_forward_hook(lambda mod, inp, out: captured.update(proposals=out[0])),
+        model.proposal_generator.register_forward_hook(
+            lambda mod, inp, out: captured.update(proposals=out[0])
+        ),
     ]
     try:
         with torch.no_grad():
@@ -162,7 +164,9 @@ def test_do_postprocess_false_gives_resized_frame(model, golden_dir):
 
 def test_proposal_network_golden(golden_dir):
     """ProposalNetwork on the same backbone/RPN weights (lenient load: the ROI head weights are unexpected)."""
-    cfg = get_config("rpn_R_50_FPN", [*TINY_OVERRIDES[:4], "model.proposal_generator.post_nms_topk_test=1000"])
+    cfg = get_config(
+        "rpn_R_50_FPN", [*TINY_OVERRIDES[:4], "model.proposal_generator.post_nms_topk_test=1000"]
+    )
     model = build_model(cfg).eval()
     with pytest.raises(ValueError, match="unexpected"):
         load_checkpoint(model, golden_dir / "model.pth", strict=True)
@@ -182,5 +186,8 @@ def test_proposal_network_golden(golden_dir):
     same = (props.proposal_boxes.tensor - expected).abs().amax(dim=1) <= 1e-2
     assert same.float().mean().item() >= 0.99
     torch.testing.assert_close(
-        props.objectness_logits[same], torch.as_tensor(d["proposals/objectness_logits"])[same], atol=5e-4, rtol=0
+        props.objectness_logits[same],
+        torch.as_tensor(d["proposals/objectness_logits"])[same],
+        atol=5e-4,
+        rtol=0,
     )

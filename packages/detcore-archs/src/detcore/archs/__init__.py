@@ -22,7 +22,12 @@ from detcore.archs.config import (
     list_configs,
     load_config,
 )
-from detcore.archs.meta_arch import GeneralizedRCNN, ProposalNetwork, detector_postprocess, sem_seg_postprocess
+from detcore.archs.meta_arch import (
+    GeneralizedRCNN,
+    ProposalNetwork,
+    detector_postprocess,
+    sem_seg_postprocess,
+)
 
 __all__ = [
     "Config",

@@ -48,11 +48,15 @@ class KeyReport:
         if self.missing:
             lines.append(f"{len(self.missing)} missing in the checkpoint: {', '.join(self.missing)}")
         if self.unexpected:
-            lines.append(f"{len(self.unexpected)} unexpected (not in the model): {', '.join(self.unexpected)}")
+            lines.append(
+                f"{len(self.unexpected)} unexpected (not in the model): {', '.join(self.unexpected)}"
+            )
         if self.shape_mismatched:
             lines.append(
                 f"{len(self.shape_mismatched)} with different shapes: "
-                + ", ".join(f"{n} (checkpoint {list(c)}, model {list(m)})" for n, c, m in self.shape_mismatched)
+                + ", ".join(
+                    f"{n} (checkpoint {list(c)}, model {list(m)})" for n, c, m in self.shape_mismatched
+                )
             )
         return "; ".join(lines)
 
@@ -128,11 +132,15 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     elif suffix in (".pth", ".pt", ".bin"):
         obj = torch.load(path, map_location="cpu", weights_only=True)
     else:
-        raise ValueError(f"checkpoint {str(path)!r}: unknown format {suffix!r}; expected .pth, .pkl or .safetensors")
+        raise ValueError(
+            f"checkpoint {str(path)!r}: unknown format {suffix!r}; expected .pth, .pkl or .safetensors"
+        )
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping):
-        raise ValueError(f"checkpoint {str(path)!r} must hold a dict name -> tensor, got {type(obj).__name__}")
+        raise ValueError(
+            f"checkpoint {str(path)!r} must hold a dict name -> tensor, got {type(obj).__name__}"
+        )
     return {str(k): _as_tensor(str(k), v) for k, v in obj.items()}
 
 
@@ -200,7 +208,9 @@ def save_checkpoint(model: nn.Module | Mapping[str, torch.Tensor], path: str | o
     # safetensors refuses shared storage and non-contiguous tensors: store independent contiguous copies
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else "."
+    )
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={"format": "pt"})

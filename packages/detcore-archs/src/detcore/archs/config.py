@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -143,15 +144,15 @@ def config_class_of(kind: str, name: str) -> type | None:
     if cls is None and callable(target):
         try:
             hints = typing.get_type_hints(target)
-        except Exception:  # noqa: BLE001 - unresolvable annotations: no config class
+        except Exception:  # unresolvable annotations: no config class
             hints = {}
-        import inspect
-
         params = [p for p in inspect.signature(target).parameters.values() if p.name != "self"]
         if params and params[0].name in hints:
             cls = _strip_optional(hints[params[0].name])
     if cls is None or not dataclasses.is_dataclass(cls):
-        raise ValueError(f"{kind} {name!r} has no config dataclass (no config_class, no annotated cfg argument)")
+        raise ValueError(
+            f"{kind} {name!r} has no config dataclass (no config_class, no annotated cfg argument)"
+        )
     return cls
 
 
@@ -160,7 +161,7 @@ def _kind_of_config_class(cls: type) -> str | None:
     for entry in get_plugin_manager().registry.entries():
         try:
             target = entry.load()
-        except Exception:  # noqa: BLE001 - a broken plugin must not break unrelated configs
+        except Exception:  # a broken plugin must not break unrelated configs
             continue
         if getattr(target, "config_class", None) is cls:
             return entry.kind
@@ -193,14 +194,13 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for a in args:
             if a is type(None):
                 continue
             try:
                 return _convert(value, a, path)
-            except ValueError as e:
-                errors.append(str(e))
+            except ValueError:
+                pass
         raise ValueError(f"{path}: expected {tp}, got {value!r}")
     if tp is bool:
         if not isinstance(value, bool):
@@ -239,7 +239,9 @@ def _nested_numbers(value: Any, path: str) -> Any:
     if isinstance(value, (list, tuple)):
         return tuple(_nested_numbers(v, f"{path}[{i}]") for i, v in enumerate(value))
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{path}: expected a number or a list of numbers, got {type(value).__name__} {value!r}")
+        raise ValueError(
+            f"{path}: expected a number or a list of numbers, got {type(value).__name__} {value!r}"
+        )
     return value
 
 
@@ -267,7 +269,9 @@ def _from_dict(cls: type, data: Any, path: str) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise ValueError(f"{path or 'config'}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
+        raise ValueError(
+            f"{path or 'config'}: expected a mapping for {cls.__name__}, got {type(data).__name__}"
+        )
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
     if unknown:
@@ -399,7 +403,9 @@ def _apply_override(data: dict[str, Any], override: str) -> dict[str, Any]:
     key = key.strip()
     parts = key.split(".")
     if not key or any(not p for p in parts):
-        raise ValueError(f"override key must be a dotted path like 'model.roi_heads.num_classes', got {key!r}")
+        raise ValueError(
+            f"override key must be a dotted path like 'model.roi_heads.num_classes', got {key!r}"
+        )
     value = yaml.safe_load(text) if text.strip() else ""
     nested: Any = value
     for p in reversed(parts):

@@ -66,7 +66,9 @@ def detector_postprocess(
         else:
             masks = results.pred_masks
             if masks.dim() != 4 or masks.shape[1] != 1:
-                raise ValueError(f"pred_masks must be a Tensor[N, 1, M, M] or ROIMasks, got {list(masks.shape)}")
+                raise ValueError(
+                    f"pred_masks must be a Tensor[N, 1, M, M] or ROIMasks, got {list(masks.shape)}"
+                )
             roi_masks = ROIMasks(masks[:, 0, :, :])
         h, w = (int(v) for v in results.image_size)
         results.pred_masks = roi_masks.to_bitmasks(results.pred_boxes, h, w, mask_threshold).tensor
@@ -77,7 +79,9 @@ def detector_postprocess(
     return results
 
 
-def sem_seg_postprocess(result: Tensor, img_size: tuple[int, int], output_height: int, output_width: int) -> Tensor:
+def sem_seg_postprocess(
+    result: Tensor, img_size: tuple[int, int], output_height: int, output_width: int
+) -> Tensor:
     """Crop a padded semantic segmentation prediction to the image and resize it (bilinear) to the output size.
 
     Args:
@@ -89,7 +93,9 @@ def sem_seg_postprocess(result: Tensor, img_size: tuple[int, int], output_height
         Tensor[C, output_height, output_width].
     """
     if not isinstance(result, Tensor) or result.dim() != 3:
-        raise ValueError(f"result must be a Tensor[C, H, W], got {getattr(result, 'shape', type(result).__name__)}")
+        raise ValueError(
+            f"result must be a Tensor[C, H, W], got {getattr(result, 'shape', type(result).__name__)}"
+        )
     _check_size("output_height", output_height)
     _check_size("output_width", output_width)
     result = result[:, : img_size[0], : img_size[1]].expand(1, -1, -1, -1)
