@@ -27,8 +27,9 @@ __all__ = ["run"]
 def _interleaved_medians(
     fn_a: Callable[[], object], fn_b: Callable[[], object], repeats: int = 7
 ) -> tuple[float, float]:
-    fn_a()  # warm-up
-    fn_b()
+    for _ in range(3):  # warm-up (thread pools, allocator)
+        fn_a()
+        fn_b()
     ta, tb = [], []
     for _ in range(repeats):
         start = time.perf_counter()

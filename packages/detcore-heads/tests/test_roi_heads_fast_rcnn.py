@@ -287,3 +287,39 @@ def test_box_head_names_shapes_and_errors():
         FastRCNNConvFCHead(ShapeSpec(channels=4, height=5, width=5), conv_dims=[], fc_dims=[])
     with pytest.raises(ValueError, match="x must be"):
         head(torch.randn(3, 100))
+
+
+@pytest.mark.parametrize("agnostic", [False, True])
+@pytest.mark.parametrize("case", ["plain", "nan_delta", "huge_delta", "inf_logit", "two_images"])
+def test_inference_equals_fast_rcnn_inference_on_decoded_boxes(agnostic, case):
+    """inference() decodes only the candidates when it can; results must equal the general path."""
+    pred = _predictor(cls_agnostic_bbox_reg=agnostic, test_score_thresh=0.05, test_topk_per_image=20)
+    g = torch.Generator().manual_seed(7)
+    n = 50
+    xy = torch.rand(n, 2, generator=g) * 40
+    proposals = Instances(
+        (50, 60), proposal_boxes=Boxes(torch.cat([xy, xy + torch.rand(n, 2, generator=g) * 20 + 1], 1))
+    )
+    scores = torch.randn(n, 4, generator=g) * 2
+    deltas = torch.randn(n, 4 if agnostic else 12, generator=g)
+    if case == "nan_delta":
+        deltas[4, 1] = float("nan")
+    elif case == "huge_delta":
+        deltas[9, 0] = 1e37  # decodes to inf: detectron2 drops the row
+    elif case == "inf_logit":
+        scores[2, 1] = float("inf")
+    props = [proposals]
+    if case == "two_images":
+        props = [proposals[:20], proposals[20:]]
+    got, got_kept = pred.inference((scores, deltas), props)
+    boxes = pred.predict_boxes((scores, deltas), props)
+    probs = pred.predict_probs((scores, deltas), props)
+    exp, exp_kept = fast_rcnn_inference(boxes, probs, [p.image_size for p in props], 0.05, 0.5, 20)
+    for a, b, ka, kb in zip(got, exp, got_kept, exp_kept):
+        assert a.pred_classes.tolist() == b.pred_classes.tolist() and ka.tolist() == kb.tolist()
+        torch.testing.assert_close(a.scores, b.scores, atol=0, rtol=0)
+        torch.testing.assert_close(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=1e-5, rtol=1e-6)
+    if case == "huge_delta":
+        assert sum(len(a) for a in got) > 0
+    fast = pred._inference_decoding_candidates((scores, deltas), props)
+    assert (fast is None) == (case in ("nan_delta", "huge_delta"))

@@ -389,3 +389,18 @@ def test_res5_roi_heads_structure_training_and_inference():
             positive_fraction=0.25,
             proposal_matcher=Matcher([0.5], [0, 1]),
         )
+
+
+def test_images_without_proposals():
+    model = _build()
+    props = _proposals()
+    props[1] = props[1][torch.zeros(len(props[1]), dtype=torch.bool)]  # no proposals in image 1
+    torch.manual_seed(0)
+    sampled, losses = model(None, _features(), props, _targets([2, 1]))
+    assert len(sampled[1]) == 1  # only its appended gt box
+    _check_losses_and_grads(model, losses, expect_nonzero_grads=False)
+    model.eval()
+    with torch.no_grad():
+        out, _ = model(None, _features(), props)
+    assert len(out[1]) == 0
+    assert out[1].pred_masks.shape == (0, 1, 14, 14) and out[1].pred_keypoints.shape == (0, NUM_KP, 3)

@@ -9,3 +9,7 @@ def detcore_register_components(registry):
     registry.declare_kind("evaluator", "dataset evaluators")
     registry.declare_kind("augmentation", "data augmentations")
     registry.declare_kind("trainer_hook", "trainer hooks")
+    registry.add("evaluator", "COCOEvaluator", "detcore.engine.evaluation.coco_evaluation:COCOEvaluator")
+    registry.add(
+        "evaluator", "SemSegEvaluator", "detcore.engine.evaluation.sem_seg_evaluation:SemSegEvaluator"
+    )

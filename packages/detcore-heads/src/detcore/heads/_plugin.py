@@ -35,3 +35,6 @@ def detcore_register_components(registry):
         "KRCNNConvDeconvUpsampleHead",
         "detcore.heads.roi_heads.keypoint_head:KRCNNConvDeconvUpsampleHead",
     )
+    registry.add("dense_head", "RetinaNetHead", "detcore.heads.dense.retinanet_head:RetinaNetHead")
+    registry.add("dense_head", "FCOSHead", "detcore.heads.dense.fcos_head:FCOSHead")
+    registry.add("sem_seg_head", "SemSegFPNHead", "detcore.heads.sem_seg:SemSegFPNHead")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor, nn
 
 from detcore.heads._config import as_tuple
@@ -133,4 +133,4 @@ class FastRCNNConvFCHead(nn.Sequential):
 
 
 def _prod(values: Sequence[int]) -> int:
-    return int(torch.tensor(list(values)).prod().item())
+    return int(math.prod(values))

@@ -120,6 +120,19 @@ def fast_rcnn_inference_single_image(
     else:
         boxes = boxes.view(-1, num_bbox_reg_classes, 4)[filter_mask]
     scores = scores[filter_mask]
+    return _clip_nms_topk(boxes, scores, filter_inds, (height, width), nms_thresh, topk_per_image)
+
+
+def _clip_nms_topk(
+    boxes: Tensor,
+    scores: Tensor,
+    filter_inds: Tensor,
+    image_shape: tuple[int, int],
+    nms_thresh: float,
+    topk_per_image: int,
+) -> tuple[Instances, Tensor]:
+    """The end of :func:`fast_rcnn_inference_single_image` on the candidates: clip, per-class NMS, top-k."""
+    height, width = image_shape
     x = boxes[:, 0::2].clamp(min=0, max=width)
     y = boxes[:, 1::2].clamp(min=0, max=height)
     boxes = torch.stack((x[:, 0], y[:, 0], x[:, 1], y[:, 1]), dim=1)
@@ -429,7 +442,15 @@ class FastRCNNOutputLayers(nn.Module):
     def inference(
         self, predictions: tuple[Tensor, Tensor], proposals: list[Instances]
     ) -> tuple[list[Instances], list[Tensor]]:
-        """Detections of each image (see :func:`fast_rcnn_inference`), in the frame of ``image_size``."""
+        """Detections of each image (see :func:`fast_rcnn_inference`), in the frame of ``image_size``.
+
+        Same result as :func:`fast_rcnn_inference` on :meth:`predict_boxes` and :meth:`predict_probs`; when the
+        proposals and deltas are finite and bounded (so every decoded box is finite), only the (proposal, class)
+        candidates above the score threshold are decoded.
+        """
+        fast = self._inference_decoding_candidates(predictions, proposals)
+        if fast is not None:
+            return fast
         boxes = self.predict_boxes(predictions, proposals)
         scores = self.predict_probs(predictions, proposals)
         image_shapes = [x.image_size for x in proposals]
@@ -441,6 +462,54 @@ class FastRCNNOutputLayers(nn.Module):
             self.test_nms_thresh,
             self.test_topk_per_image,
         )
+
+    def _inference_decoding_candidates(
+        self, predictions: tuple[Tensor, Tensor], proposals: list[Instances]
+    ) -> tuple[list[Instances], list[Tensor]] | None:
+        """:meth:`inference` decoding only the candidates; None where that could differ (the general path)."""
+        if type(self.box2box_transform) is not Box2BoxTransform or not len(proposals):
+            return None
+        _, proposal_deltas = predictions
+        proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
+        if proposal_boxes.shape[0] != proposal_deltas.shape[0] or proposal_deltas.shape[1] % 4 != 0:
+            return None
+        # detectron2 drops rows with a non-finite decoded box (any class). With |coordinates| and |deltas|
+        # below 1e15 every decoded box is finite (exp(dw) is clamped), so no row can be dropped for its boxes.
+        bound = 1e15
+        if proposal_deltas.numel() and not float(proposal_deltas.detach().abs().amax()) < bound:
+            return None
+        if proposal_boxes.numel() and not float(proposal_boxes.detach().abs().amax()) < bound:
+            return None
+        probs = self.predict_probs(predictions, proposals)
+        num_per_image = [len(p) for p in proposals]
+        results, kept = [], []
+        for probs_i, deltas_i, boxes_i, p in zip(
+            probs, proposal_deltas.split(num_per_image), proposal_boxes.split(num_per_image), proposals
+        ):
+            height, width = _check_image_shape(p.image_size, "image_size")
+            if not bool(torch.isfinite(probs_i.sum(dim=1)).all()):
+                valid = torch.isfinite(probs_i).all(dim=1)
+                probs_i, deltas_i, boxes_i = probs_i[valid], deltas_i[valid], boxes_i[valid]
+            cls_scores = probs_i[:, :-1]
+            filter_mask = cls_scores > self.test_score_thresh
+            filter_inds = filter_mask.nonzero()
+            num_bbox_reg_classes = deltas_i.shape[1] // 4
+            if num_bbox_reg_classes == 1:
+                cand_deltas = deltas_i[filter_inds[:, 0]]
+            else:
+                cand_deltas = deltas_i.view(-1, num_bbox_reg_classes, 4)[filter_mask]
+            cand_boxes = self.box2box_transform.apply_deltas(cand_deltas, boxes_i[filter_inds[:, 0]])
+            r, k = _clip_nms_topk(
+                cand_boxes,
+                cls_scores[filter_mask],
+                filter_inds,
+                (height, width),
+                self.test_nms_thresh,
+                self.test_topk_per_image,
+            )
+            results.append(r)
+            kept.append(k)
+        return results, kept
 
     def predict_boxes_for_gt_classes(
         self, predictions: tuple[Tensor, Tensor], proposals: list[Instances]
