@@ -1,3 +1,51 @@
-"""detcore.archs: meta-architectures, configs, build_model, detectron2 checkpoint and config compatibility."""
+"""detcore.archs: meta-architectures, configs, build_model, detectron2 checkpoint and config compatibility.
 
-__all__: list[str] = []
+Example::
+
+    from detcore.archs import build_model, get_config, load_checkpoint
+
+    cfg = get_config("mask_rcnn_R_50_FPN")
+    model = build_model(cfg)
+    load_checkpoint(model, "model_final.pkl")
+"""
+
+from detcore.archs.build import build_model
+from detcore.archs.checkpoint import KeyReport, load_checkpoint, load_state_dict_file, save_checkpoint
+from detcore.archs.config import (
+    Config,
+    InputConfig,
+    ModelConfig,
+    config_from_dict,
+    config_to_dict,
+    dump_config,
+    get_config,
+    list_configs,
+    load_config,
+)
+from detcore.archs.meta_arch import (
+    GeneralizedRCNN,
+    ProposalNetwork,
+    detector_postprocess,
+    sem_seg_postprocess,
+)
+
+__all__ = [
+    "Config",
+    "GeneralizedRCNN",
+    "InputConfig",
+    "KeyReport",
+    "ModelConfig",
+    "ProposalNetwork",
+    "build_model",
+    "config_from_dict",
+    "config_to_dict",
+    "detector_postprocess",
+    "dump_config",
+    "get_config",
+    "list_configs",
+    "load_checkpoint",
+    "load_config",
+    "load_state_dict_file",
+    "save_checkpoint",
+    "sem_seg_postprocess",
+]

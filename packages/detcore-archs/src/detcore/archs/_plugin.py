@@ -6,3 +6,5 @@ from detcore.plugins import hookimpl
 @hookimpl
 def detcore_register_components(registry):
     registry.declare_kind("meta_arch", "meta-architectures: list of input dicts -> list of output dicts")
+    registry.add("meta_arch", "GeneralizedRCNN", "detcore.archs.meta_arch.rcnn:GeneralizedRCNN")
+    registry.add("meta_arch", "ProposalNetwork", "detcore.archs.meta_arch.rcnn:ProposalNetwork")

@@ -1,0 +1,462 @@
+"""The typed model config: frozen dataclasses built from the components' own config classes, YAML files
+with ``_base_`` inheritance, dotted overrides, and the named configs shipped with the package.
+
+A config is a :class:`Config` with a ``model`` (:class:`ModelConfig`) and an ``input`` (:class:`InputConfig`).
+Each component of the model is a pair of fields, ``<part>_name`` (the name registered with
+``detcore.plugins``) and ``<part>`` (that component's ``config_class`` instance), e.g. ``backbone_name:
+resnet_fpn`` with ``backbone: ResNetFPNConfig(...)``. Component configs nest the same way (``RPNConfig.head_name``
+/ ``head``). In YAML every dataclass is a mapping of its field names::
+
+    _base_: Base-RCNN-FPN.yaml
+    model:
+      roi_heads:
+        num_classes: 3
+
+Defaults are detectron2's (``detectron2/config/defaults.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from detcore.backbones import ResNetConfig
+from detcore.heads import RPNConfig
+from detcore.heads.roi_heads import Res5ROIHeadsConfig
+from detcore.plugins import PluginError, get_component, get_plugin_manager
+
+__all__ = [
+    "Config",
+    "InputConfig",
+    "ModelConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "dump_config",
+    "get_config",
+    "list_configs",
+    "load_config",
+]
+
+#: Name of a "proposal_generator" meaning "proposals come with the inputs" (no module, no config).
+PRECOMPUTED_PROPOSALS = "PrecomputedProposals"
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """Input resizing (detectron2's ``INPUT.*``).
+
+    Attributes:
+        min_size_train: shortest-edge sizes for training (one is sampled per image).
+        min_size_train_sampling: "choice" or "range".
+        max_size_train: longest-edge limit in training.
+        min_size_test: shortest-edge size at test time (0: no resize).
+        max_size_test: longest-edge limit at test time.
+        mask_format: "polygon" or "bitmask".
+        random_flip: "horizontal", "vertical" or "none".
+    """
+
+    min_size_train: tuple[int, ...] = (800,)
+    min_size_train_sampling: str = "choice"
+    max_size_train: int = 1333
+    min_size_test: int = 800
+    max_size_test: int = 1333
+    mask_format: str = "polygon"
+    random_flip: str = "horizontal"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "min_size_train", tuple(self.min_size_train))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The model (detectron2's ``MODEL.*``); each component is a registered name plus its config.
+
+    Attributes:
+        meta_architecture: registered "meta_arch" name ("GeneralizedRCNN", "ProposalNetwork").
+        backbone_name / backbone: "backbone" component and its config (default: detectron2's C4 ResNet-50).
+        proposal_generator_name / proposal_generator: "proposal_generator" component ("PrecomputedProposals":
+            none, proposals come with the inputs; its config is then None).
+        roi_heads_name / roi_heads: "roi_heads" component and its config (unused by ProposalNetwork).
+        pixel_mean / pixel_std: per-channel normalisation of the input image.
+        input_format: channel order of the input images, "BGR" or "RGB".
+        vis_period: training visualisation period (0: off; kept for detectron2 compatibility).
+        weights: checkpoint to load after building (informational; :func:`build_model` does not load it).
+    """
+
+    meta_architecture: str = "GeneralizedRCNN"
+    backbone_name: str = "resnet"
+    backbone: Any = field(default_factory=ResNetConfig)
+    proposal_generator_name: str = "RPN"
+    proposal_generator: Any = field(default_factory=RPNConfig)
+    roi_heads_name: str = "Res5ROIHeads"
+    roi_heads: Any = field(default_factory=Res5ROIHeadsConfig)
+    pixel_mean: tuple[float, ...] = (103.53, 116.28, 123.675)
+    pixel_std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    input_format: str = "BGR"
+    vis_period: int = 0
+    weights: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pixel_mean", tuple(float(v) for v in self.pixel_mean))
+        object.__setattr__(self, "pixel_std", tuple(float(v) for v in self.pixel_std))
+        if self.input_format not in ("BGR", "RGB"):
+            raise ValueError(f"input_format must be 'BGR' or 'RGB', got {self.input_format!r}")
+        if len(self.pixel_mean) != len(self.pixel_std):
+            raise ValueError(
+                f"pixel_mean and pixel_std must have the same length, got {len(self.pixel_mean)} and "
+                f"{len(self.pixel_std)}"
+            )
+
+
+@dataclass(frozen=True)
+class Config:
+    """A full config: the model and the input resizing."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# component config classes from the registry
+
+
+def _declared_kinds() -> set[str]:
+    return set(get_plugin_manager().registry.declared_kinds())
+
+
+def config_class_of(kind: str, name: str) -> type | None:
+    """The config dataclass of component ``name`` of ``kind``: its ``config_class``, else the annotated type of
+    a factory's first parameter; None for "PrecomputedProposals"."""
+    if kind == "proposal_generator" and name == PRECOMPUTED_PROPOSALS:
+        return None
+    target = get_component(kind, name)
+    cls = getattr(target, "config_class", None)
+    if cls is None and callable(target):
+        try:
+            hints = typing.get_type_hints(target)
+        except Exception:  # unresolvable annotations: no config class
+            hints = {}
+        params = [p for p in inspect.signature(target).parameters.values() if p.name != "self"]
+        if params and params[0].name in hints:
+            cls = _strip_optional(hints[params[0].name])
+    if cls is None or not dataclasses.is_dataclass(cls):
+        raise ValueError(
+            f"{kind} {name!r} has no config dataclass (no config_class, no annotated cfg argument)"
+        )
+    return cls
+
+
+@functools.cache
+def _kind_of_config_class(cls: type) -> str | None:
+    for entry in get_plugin_manager().registry.entries():
+        try:
+            target = entry.load()
+        except Exception:  # a broken plugin must not break unrelated configs
+            continue
+        if getattr(target, "config_class", None) is cls:
+            return entry.kind
+    return None
+
+
+def _strip_optional(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+# ----------------------------------------------------------------------------------------------------------
+# dict -> typed dataclasses
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    """``value`` (parsed YAML) converted to the type hint ``tp``; ValueError naming ``path`` if it is not."""
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(value, a, path)
+            except ValueError:
+                pass
+        raise ValueError(f"{path}: expected {tp}, got {value!r}")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{path}: expected a bool, got {type(value).__name__} {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{path}: expected an int, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{path}: expected a float, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{path}: expected a str, got {type(value).__name__} {value!r}")
+        return value
+    if tp in (tuple, list) or origin in (tuple, list):
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)):
+            raise ValueError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
+        container = origin or tp
+        args = typing.get_args(tp)
+        if not args:  # bare tuple/list: numbers or lists of numbers (e.g. anchor sizes)
+            return container(_nested_numbers(v, f"{path}[{i}]") for i, v in enumerate(value))
+        if container is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(args) != len(value):
+                raise ValueError(f"{path}: expected {len(args)} values, got {len(value)}")
+            return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return container(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value, path)
+    return value
+
+
+def _nested_numbers(value: Any, path: str) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_nested_numbers(v, f"{path}[{i}]") for i, v in enumerate(value))
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(
+            f"{path}: expected a number or a list of numbers, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _component_class(owner: type, fname: str, name: str | None, default: Any, path: str) -> type | None:
+    """Config class of the Any-typed field ``fname`` of ``owner``: from the sibling ``<fname>_name`` through the
+    registry, else the type of the default value."""
+    if name is not None:
+        kinds = _declared_kinds()
+        kind = fname if fname in kinds else None
+        if kind is None and dataclasses.is_dataclass(default):
+            kind = _kind_of_config_class(type(default))
+        if kind is not None:
+            try:
+                return config_class_of(kind, name)
+            except PluginError as e:
+                raise ValueError(f"{path}_name: {e}") from e
+    if dataclasses.is_dataclass(default):
+        return type(default)
+    return None
+
+
+def _from_dict(cls: type, data: Any, path: str) -> Any:
+    if dataclasses.is_dataclass(data) and isinstance(data, cls):
+        return data
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ValueError(
+            f"{path or 'config'}: expected a mapping for {cls.__name__}, got {type(data).__name__}"
+        )
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        key = f"{path}.{unknown[0]}" if path else str(unknown[0])
+        raise ValueError(
+            f"unknown config key {key!r} (in {cls.__name__}); valid keys: {', '.join(sorted(fields))}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for fname, f in fields.items():
+        sub = f"{path}.{fname}" if path else fname
+        tp = hints.get(fname, Any)
+        if tp is Any and (fname in data or f"{fname}_name" in data):
+            name_key = f"{fname}_name"
+            name = None
+            if name_key in fields:
+                name = data.get(name_key, _field_default(fields[name_key]))
+                if not isinstance(name, str):
+                    raise ValueError(f"{sub}_name: expected a str, got {type(name).__name__} {name!r}")
+            default = _field_default(f)
+            comp_cls = _component_class(cls, fname, name, default, sub)
+            if comp_cls is None:
+                value = data.get(fname)
+                if value not in (None, {}):
+                    raise ValueError(f"{sub}: component {name!r} takes no config, got {value!r}")
+                kwargs[fname] = None
+                continue
+            kwargs[fname] = _from_dict(comp_cls, data.get(fname), sub)
+        elif fname in data:
+            kwargs[fname] = _convert(data[fname], tp, sub)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path or 'config'}: invalid {cls.__name__}: {e}") from e
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    """A :class:`Config` from a (parsed YAML) mapping; missing keys take their defaults.
+
+    Raises:
+        ValueError: an unknown key (naming its full path and the valid keys) or a value of the wrong type.
+    """
+    data = dict(data)
+    data.pop("_base_", None)
+    return _from_dict(Config, data, "")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# typed dataclasses -> dict / YAML
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _to_plain(v) for k, v in value.items()}
+    return value
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A config (or any config dataclass) as nested dicts and lists of plain values."""
+    if not dataclasses.is_dataclass(cfg):
+        raise TypeError(f"cfg must be a config dataclass, got {type(cfg).__name__}")
+    return _to_plain(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    """The config as YAML text; :func:`load_config` of it gives an equal config."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# YAML files, inheritance, overrides
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``update`` merged into ``base`` key by key. Where ``update`` switches a component (``<part>_name`` to
+    another name), the base's ``<part>`` settings belonged to the old component and are dropped."""
+    out = dict(base)
+    for k, v in update.items():
+        if k.endswith("_name") and isinstance(v, str) and out.get(k, v) != v:
+            out.pop(k[: -len("_name")], None)
+    for k, v in update.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _merge(dict(out[k]), v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ValueError(f"_base_ cycle: {' -> '.join(str(p) for p in (*seen, path))}")
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} not found")
+    data = yaml.safe_load(path.read_text())
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path}: a config file must hold a mapping, got {type(data).__name__}")
+    data = dict(data)
+    base = data.pop("_base_", None)
+    if base is None:
+        return data
+    bases = [base] if isinstance(base, str) else base
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ValueError(f"{path}: _base_ must be a file name or a list of them, got {base!r}")
+    merged: dict[str, Any] = {}
+    for b in bases:
+        merged = _merge(merged, _read_yaml(path.parent / b, (*seen, path)))
+    return _merge(merged, data)
+
+
+def _apply_override(data: dict[str, Any], override: str) -> dict[str, Any]:
+    if not isinstance(override, str) or "=" not in override:
+        raise ValueError(f"override must be 'dotted.key=value', got {override!r}")
+    key, _, text = override.partition("=")
+    key = key.strip()
+    parts = key.split(".")
+    if not key or any(not p for p in parts):
+        raise ValueError(
+            f"override key must be a dotted path like 'model.roi_heads.num_classes', got {key!r}"
+        )
+    value = yaml.safe_load(text) if text.strip() else ""
+    nested: Any = value
+    for p in reversed(parts):
+        nested = {p: nested}
+    return _merge(data, nested)
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
+    """Load a detcore YAML config.
+
+    Args:
+        path: the YAML file; its ``_base_`` (a file name or list, relative to the file) is loaded first and
+            merged key by key (the file's values win).
+        overrides: ``"dotted.key=value"`` strings applied in order, values parsed with ``yaml.safe_load``
+            (``model.roi_heads.num_classes=3``, ``input.min_size_train=[640, 672]``).
+
+    Returns:
+        Config: the typed config.
+
+    Raises:
+        ValueError: unknown keys, wrong types, malformed overrides, ``_base_`` cycles.
+        FileNotFoundError: a missing file.
+    """
+    if isinstance(overrides, str):
+        raise TypeError("overrides must be a list of 'key=value' strings, got a single str")
+    data = _read_yaml(Path(path))
+    for o in overrides:
+        data = _apply_override(data, o)
+    return config_from_dict(data)
+
+
+def _configs_dir() -> Any:
+    return resources.files("detcore.archs") / "configs"
+
+
+def list_configs() -> list[str]:
+    """Names of the configs shipped with detcore.archs (usable with :func:`get_config`)."""
+    return sorted(
+        p.name[: -len(".yaml")]
+        for p in _configs_dir().iterdir()
+        if p.name.endswith(".yaml") and not p.name.startswith("Base-")
+    )
+
+
+def get_config(name: str, overrides: Iterable[str] = ()) -> Config:
+    """A named config shipped with detcore.archs, e.g. "mask_rcnn_R_50_FPN" (= its ``_1x``),
+    "faster_rcnn_R_50_FPN_3x", "rpn_R_50_FPN"; see :func:`list_configs`."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    names = list_configs()
+    if name not in names:
+        raise ValueError(f"no config named {name!r}; available: {', '.join(names)}")
+    with resources.as_file(_configs_dir() / f"{name}.yaml") as p:
+        return load_config(p, overrides)

@@ -1,0 +1,6 @@
+"""Meta-architectures: models from a list of input dicts to a list of output dicts."""
+
+from detcore.archs.meta_arch.postprocessing import detector_postprocess, sem_seg_postprocess
+from detcore.archs.meta_arch.rcnn import GeneralizedRCNN, ProposalNetwork
+
+__all__ = ["GeneralizedRCNN", "ProposalNetwork", "detector_postprocess", "sem_seg_postprocess"]
