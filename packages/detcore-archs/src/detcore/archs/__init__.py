@@ -28,15 +28,26 @@ from detcore.archs.meta_arch import (
     detector_postprocess,
     sem_seg_postprocess,
 )
+from detcore.archs.meta_arch.dense_detector import DenseDetector
+from detcore.archs.meta_arch.fcos import FCOS
+from detcore.archs.meta_arch.panoptic_fpn import PanopticFPN, combine_semantic_and_instance_outputs
+from detcore.archs.meta_arch.retinanet import RetinaNet
+from detcore.archs.meta_arch.semantic_seg import SemanticSegmentor
 
 __all__ = [
+    "FCOS",
     "Config",
+    "DenseDetector",
     "GeneralizedRCNN",
     "InputConfig",
     "KeyReport",
     "ModelConfig",
+    "PanopticFPN",
     "ProposalNetwork",
+    "RetinaNet",
+    "SemanticSegmentor",
     "build_model",
+    "combine_semantic_and_instance_outputs",
     "config_from_dict",
     "config_to_dict",
     "detector_postprocess",

@@ -1,0 +1,100 @@
+"""FCOS meta-architecture (https://arxiv.org/abs/2006.09214), as detectron2's ``FCOS``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from detcore.archs.meta_arch.dense_detector import DenseDetector
+from detcore.heads.dense import FCOSLogic, fcos_anchor_generator
+from detcore.structures import ImageList, Instances
+
+__all__ = ["FCOS"]
+
+
+class FCOS(DenseDetector):
+    """FCOS: a backbone, an :class:`~detcore.heads.dense.FCOSHead` (logits, box deltas, centerness) and one
+    point "anchor" per position (:func:`~detcore.heads.dense.fcos_anchor_generator` over the strides of
+    ``head_in_features``); labelling, losses and inference are :class:`~detcore.heads.dense.FCOSLogic`'s.
+
+    State-dict names: ``backbone.*`` and ``head.*``.
+
+    Args:
+        backbone (Backbone), head (nn.Module), head_in_features (list[str] | None): see :class:`DenseDetector`.
+        box2box_transform: box coder (default ``Box2BoxTransformLinear(normalize_by_size=True)``).
+        num_classes (int): K.
+        center_sampling_radius (float): in strides.
+        focal_loss_alpha (float), focal_loss_gamma (float): focal loss parameters.
+        test_score_thresh (float), test_topk_candidates (int), test_nms_thresh (float),
+            max_detections_per_image (int): inference parameters (detectron2's defaults 0.2, 1000, 0.6, 100).
+        pixel_mean / pixel_std (list[float]), input_format (str): see :class:`DenseDetector`.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        head: nn.Module,
+        head_in_features: Sequence[str] | None = None,
+        box2box_transform: Any = None,
+        num_classes: int,
+        center_sampling_radius: float = 1.5,
+        focal_loss_alpha: float = 0.25,
+        focal_loss_gamma: float = 2.0,
+        test_score_thresh: float = 0.2,
+        test_topk_candidates: int = 1000,
+        test_nms_thresh: float = 0.6,
+        max_detections_per_image: int = 100,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        input_format: str | None = "BGR",
+    ) -> None:
+        super().__init__(
+            backbone=backbone,
+            head=head,
+            head_in_features=head_in_features,
+            pixel_mean=pixel_mean,
+            pixel_std=pixel_std,
+            input_format=input_format,
+        )
+        shapes = backbone.output_shape()
+        self.anchor_generator = fcos_anchor_generator([shapes[f].stride for f in self.head_in_features])
+        self.logic = FCOSLogic(
+            num_classes=num_classes,
+            box2box_transform=box2box_transform,
+            center_sampling_radius=center_sampling_radius,
+            focal_loss_alpha=focal_loss_alpha,
+            focal_loss_gamma=focal_loss_gamma,
+            test_score_thresh=test_score_thresh,
+            test_topk_candidates=test_topk_candidates,
+            test_nms_thresh=test_nms_thresh,
+            max_detections_per_image=max_detections_per_image,
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return self.logic.num_classes
+
+    @property
+    def box2box_transform(self) -> Any:
+        return self.logic.box2box_transform
+
+    def forward_training(
+        self,
+        images: ImageList,
+        features: list[Tensor],
+        predictions: Any,
+        gt_instances: list[Instances],
+    ) -> dict[str, Tensor]:
+        """``{"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr"}`` from the head's (logits, deltas, ctrness)."""
+        anchors = self.anchor_generator(features)
+        return self.logic.forward_training(anchors, predictions, gt_instances)
+
+    def forward_inference(
+        self, images: ImageList, features: list[Tensor], predictions: Any
+    ) -> list[Instances]:
+        """Per-image ``pred_boxes`` / ``scores`` / ``pred_classes`` in the frame of the (resized) input."""
+        anchors = self.anchor_generator(features)
+        return self.logic.forward_inference(anchors, predictions, images.image_sizes)
