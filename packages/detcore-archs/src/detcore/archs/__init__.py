@@ -22,6 +22,7 @@ from detcore.archs.config import (
     list_configs,
     load_config,
 )
+from detcore.archs.detectron2_config import from_detectron2_config
 from detcore.archs.meta_arch import (
     GeneralizedRCNN,
     ProposalNetwork,
@@ -41,6 +42,7 @@ __all__ = [
     "config_to_dict",
     "detector_postprocess",
     "dump_config",
+    "from_detectron2_config",
     "get_config",
     "list_configs",
     "load_checkpoint",
