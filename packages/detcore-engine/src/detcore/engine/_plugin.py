@@ -2,6 +2,17 @@
 
 from detcore.plugins import hookimpl
 
+_AUGMENTATIONS = (
+    "RandomBrightness",
+    "RandomContrast",
+    "RandomCrop",
+    "RandomCrop_CategoryAreaConstraint",
+    "RandomFlip",
+    "RandomRotation",
+    "RandomSaturation",
+    "ResizeShortestEdge",
+)
+
 
 @hookimpl
 def detcore_register_components(registry):
@@ -13,3 +24,8 @@ def detcore_register_components(registry):
     registry.add(
         "evaluator", "SemSegEvaluator", "detcore.engine.evaluation.sem_seg_evaluation:SemSegEvaluator"
     )
+    # datasets: factories returning (loader, metadata dict)
+    registry.add("dataset", "shapes_train", "detcore.engine.data.shapes:shapes_train_factory")
+    registry.add("dataset", "shapes_val", "detcore.engine.data.shapes:shapes_val_factory")
+    for name in _AUGMENTATIONS:
+        registry.add("augmentation", name, f"detcore.engine.data.transforms.augmentation:{name}")
