@@ -15,6 +15,7 @@ from detcore.archs.config import (
     Config,
     InputConfig,
     ModelConfig,
+    RetinaNetConfig,
     config_from_dict,
     config_to_dict,
     dump_config,
@@ -26,6 +27,7 @@ from detcore.archs.detectron2_config import from_detectron2_config
 from detcore.archs.meta_arch import (
     GeneralizedRCNN,
     ProposalNetwork,
+    RetinaNet,
     detector_postprocess,
     sem_seg_postprocess,
 )
@@ -37,6 +39,8 @@ __all__ = [
     "KeyReport",
     "ModelConfig",
     "ProposalNetwork",
+    "RetinaNet",
+    "RetinaNetConfig",
     "build_model",
     "config_from_dict",
     "config_to_dict",
