@@ -22,3 +22,22 @@ def reference_dir() -> Path:
     if shared is None:
         pytest.skip("shared/reference (detectron2 golden data) not found next to the repository")
     return shared / "reference"
+
+
+TINY_OVERRIDES = [
+    "model.backbone.resnet.stem_out_channels=16",
+    "model.backbone.resnet.res2_out_channels=32",
+    "model.backbone.resnet.width_per_group=8",
+    "model.backbone.fpn.out_channels=64",
+    "model.roi_heads.box_head.fc_dim=128",
+    "model.roi_heads.mask_head.conv_dim=64",
+    "model.roi_heads.num_classes=3",
+    "input.min_size_test=256",
+    "input.max_size_test=384",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides() -> list[str]:
+    """Overrides of the named mask_rcnn_R_50_FPN config giving the golden mask_rcnn_tiny model (its README)."""
+    return list(TINY_OVERRIDES)

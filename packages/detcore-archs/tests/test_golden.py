@@ -12,18 +12,6 @@ from detcore.archs import build_model, get_config, load_checkpoint, load_state_d
 
 IMAGES = ["00000", "00001", "00002", "00003", "00004", "00005", "blank_noise", "blank_flat"]
 
-TINY_OVERRIDES = [
-    "model.backbone.resnet.stem_out_channels=16",
-    "model.backbone.resnet.res2_out_channels=32",
-    "model.backbone.resnet.width_per_group=8",
-    "model.backbone.fpn.out_channels=64",
-    "model.roi_heads.box_head.fc_dim=128",
-    "model.roi_heads.mask_head.conv_dim=64",
-    "model.roi_heads.num_classes=3",
-    "input.min_size_test=256",
-    "input.max_size_test=384",
-]
-
 
 @pytest.fixture(scope="module")
 def golden_dir(reference_dir):
@@ -34,19 +22,19 @@ def golden_dir(reference_dir):
 
 
 @pytest.fixture(scope="module")
-def model(golden_dir):
-    cfg = get_config("mask_rcnn_R_50_FPN", TINY_OVERRIDES)
+def model(golden_dir, tiny_overrides):
+    cfg = get_config("mask_rcnn_R_50_FPN", tiny_overrides)
     m = build_model(cfg).eval()
     report = load_checkpoint(m, golden_dir / "model.pth", strict=True)
     assert report.ok and report.missing == [] and report.unexpected == []
     return m
 
 
-def test_config_matches_golden_config(golden_dir):
+def test_config_matches_golden_config(golden_dir, tiny_overrides):
     import yaml
 
     d2 = yaml.safe_load((golden_dir / "config.yaml").read_text())
-    cfg = get_config("mask_rcnn_R_50_FPN", TINY_OVERRIDES)
+    cfg = get_config("mask_rcnn_R_50_FPN", tiny_overrides)
     m = cfg.model
     assert m.backbone.resnet.stem_out_channels == d2["MODEL"]["RESNETS"]["STEM_OUT_CHANNELS"]
     assert m.backbone.fpn.out_channels == d2["MODEL"]["FPN"]["OUT_CHANNELS"]
@@ -71,13 +59,13 @@ def test_config_matches_golden_config(golden_dir):
     assert cfg.input.max_size_test == d2["INPUT"]["MAX_SIZE_TEST"]
 
 
-def test_pkl_and_pth_load_identically(golden_dir, model):
+def test_pkl_and_pth_load_identically(golden_dir, model, tiny_overrides):
     pth = load_state_dict_file(golden_dir / "model.pth")
     pkl = load_state_dict_file(golden_dir / "model.pkl")
     assert list(pth) == list(pkl) and len(pth) == 307
     for k in pth:
         assert torch.equal(pth[k], pkl[k]), k
-    cfg = get_config("mask_rcnn_R_50_FPN", TINY_OVERRIDES)
+    cfg = get_config("mask_rcnn_R_50_FPN", tiny_overrides)
     m2 = build_model(cfg)
     report = load_checkpoint(m2, golden_dir / "model.pkl", strict=True)
     assert report.ok
@@ -162,10 +150,10 @@ def test_do_postprocess_false_gives_resized_frame(model, golden_dir):
     torch.testing.assert_close(again.pred_masks, torch.as_tensor(d["raw/mask_probs"]), atol=2e-3, rtol=0)
 
 
-def test_proposal_network_golden(golden_dir):
+def test_proposal_network_golden(golden_dir, tiny_overrides):
     """ProposalNetwork on the same backbone/RPN weights (lenient load: the ROI head weights are unexpected)."""
     cfg = get_config(
-        "rpn_R_50_FPN", [*TINY_OVERRIDES[:4], "model.proposal_generator.post_nms_topk_test=1000"]
+        "rpn_R_50_FPN", [*tiny_overrides[:4], "model.proposal_generator.post_nms_topk_test=1000"]
     )
     model = build_model(cfg).eval()
     with pytest.raises(ValueError, match="unexpected"):

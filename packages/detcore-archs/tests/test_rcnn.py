@@ -9,6 +9,7 @@ import torch
 from detcore.archs import (
     GeneralizedRCNN,
     ProposalNetwork,
+    RetinaNet,
     build_model,
     detector_postprocess,
     get_config,
@@ -26,6 +27,7 @@ TRAIN_CONFIGS = [
     "faster_rcnn_X_101_32x8d_FPN",
     "keypoint_rcnn_R_50_FPN",
     "mask_rcnn_R_50_FPN_dconv_c3-c5",
+    "retinanet_R_50_FPN",
 ]
 
 
@@ -54,10 +56,11 @@ def _narrow(name: str) -> list[str]:
     CPU training step takes a fraction of a second."""
     cfg = get_config(name)
     m = cfg.model
-    width = 1 if m.backbone_name == "resnet_fpn" and m.backbone.resnet.num_groups > 1 else 4
-    res = "model.backbone.resnet." if m.backbone_name == "resnet_fpn" else "model.backbone."
+    fpn = m.backbone_name in ("resnet_fpn", "retinanet_resnet_fpn")
+    width = 1 if fpn and m.backbone.resnet.num_groups > 1 else 4
+    res = "model.backbone.resnet." if fpn else "model.backbone."
     out = [f"{res}stem_out_channels=8", f"{res}res2_out_channels=16", f"{res}width_per_group={width}"]
-    if m.backbone_name == "resnet_fpn":
+    if m.backbone_name in ("resnet_fpn", "retinanet_resnet_fpn"):
         out.append("model.backbone.fpn.out_channels=16")
     if m.meta_architecture == "GeneralizedRCNN":
         if m.roi_heads_name == "Res5ROIHeads":
@@ -80,7 +83,10 @@ def test_training_step(name):
     assert cfg.model.backbone_name == full.model.backbone_name
     assert cfg.model.roi_heads_name == full.model.roi_heads_name
     model = build_model(cfg).train()
-    num_classes = getattr(cfg.model.roi_heads, "num_classes", 80)
+    if cfg.model.meta_architecture == "RetinaNet":
+        num_classes = cfg.model.retinanet.num_classes
+    else:
+        num_classes = getattr(cfg.model.roi_heads, "num_classes", 80)
     inputs = [
         {
             "image": torch.randint(0, 256, (3, 64, 72), dtype=torch.uint8, generator=g),
@@ -93,7 +99,9 @@ def test_training_step(name):
     ]
     losses = model(inputs)
     expected = {"loss_rpn_cls", "loss_rpn_loc"}
-    if cfg.model.meta_architecture == "GeneralizedRCNN":
+    if cfg.model.meta_architecture == "RetinaNet":
+        expected = {"loss_cls", "loss_box_reg"}
+    elif cfg.model.meta_architecture == "GeneralizedRCNN":
         expected |= {"loss_cls", "loss_box_reg"}
         if cfg.model.roi_heads.mask_on:
             expected.add("loss_mask")
@@ -315,3 +323,32 @@ def test_registered_meta_archs():
     assert {e.name for e in list_components("meta_arch")} >= {"GeneralizedRCNN", "ProposalNetwork"}
     with pytest.raises(Exception, match="GeneralizedRCNN"):
         build_model(get_config("faster_rcnn_R_50_FPN", ["model.meta_architecture=GeneralisedRCNN"]))
+
+
+def test_retinanet_inference_and_config():
+    cfg = get_config(
+        "retinanet_R_50_FPN",
+        [
+            "model.backbone.resnet.stem_out_channels=8",
+            "model.backbone.resnet.res2_out_channels=16",
+            "model.backbone.resnet.width_per_group=4",
+            "model.backbone.fpn.out_channels=16",
+            "model.retinanet.num_classes=5",
+            "model.retinanet.test_score_thresh=0.0",
+            "model.retinanet.max_detections_per_image=7",
+        ],
+    )
+    assert cfg.model.retinanet.smooth_l1_beta == 0.0  # Base-RetinaNet's value
+    assert len(cfg.model.retinanet.anchor_generator.sizes) == 5
+    model = build_model(cfg).eval()
+    assert isinstance(model, RetinaNet)
+    assert model.head.cls_score.out_channels == 9 * 5  # num_classes reaches the head
+    with torch.no_grad():
+        out = model([{"image": torch.rand(3, 64, 96) * 255, "height": 128, "width": 192}])
+    inst = out[0]["instances"]
+    assert inst.image_size == (128, 192)
+    assert set(inst.get_fields()) == {"pred_boxes", "scores", "pred_classes"}
+    assert 0 < len(inst) <= 7
+    assert (inst.pred_classes < 5).all() and (inst.scores[:-1] >= inst.scores[1:]).all()
+    b = inst.pred_boxes.tensor
+    assert (b[:, 2] <= 192).all() and (b[:, 3] <= 128).all()

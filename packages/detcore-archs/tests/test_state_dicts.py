@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detcore.archs import build_model, get_config
+from detcore.archs import build_model, get_config, load_checkpoint
 
 # reference file -> named config that builds that architecture
 ARCHITECTURES = [
@@ -19,6 +19,7 @@ ARCHITECTURES = [
     "faster_rcnn_X_101_32x8d_FPN",
     "keypoint_rcnn_R_50_FPN",
     "mask_rcnn_R_50_FPN_dconv_c3-c5",
+    "retinanet_R_50_FPN",
 ]
 
 
@@ -38,7 +39,8 @@ def test_state_dict_matches_detectron2(reference_dir, name):
     if not path.is_file():
         pytest.skip(f"{path} not found")
     expected = _read_reference(path)
-    model = build_model(get_config(name))
+    model = build_model(get_config(name), device="meta")  # names, shapes and dtypes only: no init cost
+    assert next(model.parameters()).is_meta
     got = {k: (tuple(v.shape), str(v.dtype).replace("torch.", "")) for k, v in model.state_dict().items()}
     assert sorted(set(expected) - set(got)) == []
     assert sorted(set(got) - set(expected)) == []
@@ -53,9 +55,16 @@ def test_every_reference_file_is_covered_or_listed(reference_dir):
     assert not_built <= {
         "cascade_mask_rcnn_R_50_FPN",
         "panoptic_fpn_R_50",
-        "retinanet_R_50_FPN",
         "semantic_R_50_FPN",
     }
+
+
+def test_meta_model_refuses_loading(tmp_path):
+    model = build_model(get_config("rpn_R_50_FPN"), device="meta")
+    cpu = build_model(get_config("rpn_R_50_FPN"))
+    torch.save(cpu.state_dict(), tmp_path / "w.pth")
+    with pytest.raises(ValueError, match="meta device"):
+        load_checkpoint(model, tmp_path / "w.pth")
 
 
 def test_meta_arch_types():

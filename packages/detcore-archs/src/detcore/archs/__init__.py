@@ -15,6 +15,7 @@ from detcore.archs.config import (
     Config,
     InputConfig,
     ModelConfig,
+    RetinaNetConfig,
     config_from_dict,
     config_to_dict,
     dump_config,
@@ -22,16 +23,17 @@ from detcore.archs.config import (
     list_configs,
     load_config,
 )
+from detcore.archs.detectron2_config import from_detectron2_config
 from detcore.archs.meta_arch import (
     GeneralizedRCNN,
     ProposalNetwork,
+    RetinaNet,
     detector_postprocess,
     sem_seg_postprocess,
 )
 from detcore.archs.meta_arch.dense_detector import DenseDetector
 from detcore.archs.meta_arch.fcos import FCOS
 from detcore.archs.meta_arch.panoptic_fpn import PanopticFPN, combine_semantic_and_instance_outputs
-from detcore.archs.meta_arch.retinanet import RetinaNet
 from detcore.archs.meta_arch.semantic_seg import SemanticSegmentor
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "PanopticFPN",
     "ProposalNetwork",
     "RetinaNet",
+    "RetinaNetConfig",
     "SemanticSegmentor",
     "build_model",
     "combine_semantic_and_instance_outputs",
@@ -52,6 +55,7 @@ __all__ = [
     "config_to_dict",
     "detector_postprocess",
     "dump_config",
+    "from_detectron2_config",
     "get_config",
     "list_configs",
     "load_checkpoint",

@@ -31,7 +31,8 @@ from typing import Any, Union
 import yaml
 
 from detcore.backbones import ResNetConfig
-from detcore.heads import RPNConfig
+from detcore.heads import DefaultAnchorGeneratorConfig, RPNConfig
+from detcore.heads.dense import RetinaNetHeadConfig
 from detcore.heads.roi_heads import Res5ROIHeadsConfig
 from detcore.plugins import PluginError, get_component, get_plugin_manager
 
@@ -39,6 +40,7 @@ __all__ = [
     "Config",
     "InputConfig",
     "ModelConfig",
+    "RetinaNetConfig",
     "config_from_dict",
     "config_to_dict",
     "dump_config",
@@ -78,6 +80,46 @@ class InputConfig:
 
 
 @dataclass(frozen=True)
+class RetinaNetConfig:
+    """The RetinaNet meta-architecture's settings (detectron2's ``MODEL.RETINANET.*`` defaults; its anchors
+    here, detectron2's ``MODEL.ANCHOR_GENERATOR``).
+
+    Attributes:
+        num_classes: foreground classes (overrides the head config's ``num_classes``).
+        in_features: feature maps the head runs on.
+        head_name / head: the "dense_head" component and its config.
+        anchor_generator_name / anchor_generator: the "anchor_generator" component and its config.
+        iou_thresholds / iou_labels: anchor Matcher (with low-quality matches).
+        focal_loss_alpha / focal_loss_gamma: sigmoid focal loss.
+        smooth_l1_beta / bbox_reg_loss_type / bbox_reg_weights: box regression (``SMOOTH_L1_LOSS_BETA``, ...).
+        test_score_thresh / test_topk_candidates / test_nms_thresh: inference (``*_TEST``).
+        max_detections_per_image: ``TEST.DETECTIONS_PER_IMAGE``.
+    """
+
+    num_classes: int = 80
+    in_features: tuple[str, ...] = ("p3", "p4", "p5", "p6", "p7")
+    head_name: str = "RetinaNetHead"
+    head: Any = field(default_factory=RetinaNetHeadConfig)
+    anchor_generator_name: str = "DefaultAnchorGenerator"
+    anchor_generator: Any = field(default_factory=DefaultAnchorGeneratorConfig)
+    iou_thresholds: tuple[float, ...] = (0.4, 0.5)
+    iou_labels: tuple[int, ...] = (0, -1, 1)
+    focal_loss_alpha: float = 0.25
+    focal_loss_gamma: float = 2.0
+    smooth_l1_beta: float = 0.1
+    bbox_reg_loss_type: str = "smooth_l1"
+    bbox_reg_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+    test_score_thresh: float = 0.05
+    test_topk_candidates: int = 1000
+    test_nms_thresh: float = 0.5
+    max_detections_per_image: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("in_features", "iou_thresholds", "iou_labels", "bbox_reg_weights"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The model (detectron2's ``MODEL.*``); each component is a registered name plus its config.
 
@@ -87,6 +129,7 @@ class ModelConfig:
         proposal_generator_name / proposal_generator: "proposal_generator" component ("PrecomputedProposals":
             none, proposals come with the inputs; its config is then None).
         roi_heads_name / roi_heads: "roi_heads" component and its config (unused by ProposalNetwork).
+        retinanet: settings of the RetinaNet meta-architecture (unused by the others).
         pixel_mean / pixel_std: per-channel normalisation of the input image.
         input_format: channel order of the input images, "BGR" or "RGB".
         vis_period: training visualisation period (0: off; kept for detectron2 compatibility).
@@ -100,6 +143,7 @@ class ModelConfig:
     proposal_generator: Any = field(default_factory=RPNConfig)
     roi_heads_name: str = "Res5ROIHeads"
     roi_heads: Any = field(default_factory=Res5ROIHeadsConfig)
+    retinanet: RetinaNetConfig = field(default_factory=RetinaNetConfig)
     pixel_mean: tuple[float, ...] = (103.53, 116.28, 123.675)
     pixel_std: tuple[float, ...] = (1.0, 1.0, 1.0)
     input_format: str = "BGR"

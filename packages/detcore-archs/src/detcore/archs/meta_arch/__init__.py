@@ -2,5 +2,6 @@
 
 from detcore.archs.meta_arch.postprocessing import detector_postprocess, sem_seg_postprocess
 from detcore.archs.meta_arch.rcnn import GeneralizedRCNN, ProposalNetwork
+from detcore.archs.meta_arch.retinanet import RetinaNet
 
-__all__ = ["GeneralizedRCNN", "ProposalNetwork", "detector_postprocess", "sem_seg_postprocess"]
+__all__ = ["GeneralizedRCNN", "ProposalNetwork", "RetinaNet", "detector_postprocess", "sem_seg_postprocess"]

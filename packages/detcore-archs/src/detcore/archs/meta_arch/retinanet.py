@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
 from detcore.archs.meta_arch.dense_detector import DenseDetector
+from detcore.heads.box_regression import Box2BoxTransform
+from detcore.heads.build import build_anchor_generator, build_component
 from detcore.heads.dense import RetinaNetLogic
 from detcore.heads.matcher import Matcher
 from detcore.structures import ImageList, Instances
@@ -30,7 +33,7 @@ class RetinaNet(DenseDetector):
         anchor_matcher (Matcher | None): default ``Matcher([0.4, 0.5], [0, -1, 1], allow_low_quality_matches=True)``.
         num_classes (int): K.
         focal_loss_alpha (float), focal_loss_gamma (float): focal loss parameters.
-        smooth_l1_beta (float): smooth L1 beta (detectron2's config default 0.1).
+        smooth_l1_beta (float): smooth L1 beta (0.0 as detectron2's constructor and Base-RetinaNet.yaml).
         box_reg_loss_type (str): "smooth_l1", "giou", "diou" or "ciou".
         test_score_thresh (float), test_topk_candidates (int), test_nms_thresh (float),
             max_detections_per_image (int): inference parameters.
@@ -50,7 +53,7 @@ class RetinaNet(DenseDetector):
         num_classes: int,
         focal_loss_alpha: float = 0.25,
         focal_loss_gamma: float = 2.0,
-        smooth_l1_beta: float = 0.1,
+        smooth_l1_beta: float = 0.0,
         box_reg_loss_type: str = "smooth_l1",
         test_score_thresh: float = 0.05,
         test_topk_candidates: int = 1000,
@@ -94,6 +97,52 @@ class RetinaNet(DenseDetector):
             max_detections_per_image=max_detections_per_image,
         )
         self.vis_period = int(vis_period)
+
+    @classmethod
+    def from_config(cls, cfg: Any, input_shape: Any = None) -> dict[str, Any]:
+        """Constructor kwargs from a ``ModelConfig`` (its ``retinanet`` settings)."""
+        del input_shape
+        r = cfg.retinanet
+        backbone = cls._backbone_from_config(cfg)
+        all_shapes = backbone.output_shape()
+        missing = [f for f in r.in_features if f not in all_shapes]
+        if missing:
+            raise ValueError(
+                f"retinanet.in_features {missing} are not backbone outputs ({sorted(all_shapes)})"
+            )
+        shapes = [all_shapes[f] for f in r.in_features]
+        anchor_generator = build_anchor_generator(r.anchor_generator, shapes, name=r.anchor_generator_name)
+        head_cfg = r.head
+        if dataclasses.is_dataclass(head_cfg) and any(
+            f.name == "num_classes" for f in dataclasses.fields(head_cfg)
+        ):
+            head_cfg = dataclasses.replace(head_cfg, num_classes=r.num_classes)
+        head = build_component(
+            "dense_head", r.head_name, head_cfg, shapes, num_anchors=anchor_generator.num_anchors
+        )
+        return {
+            "backbone": backbone,
+            "head": head,
+            "head_in_features": list(r.in_features),
+            "anchor_generator": anchor_generator,
+            "box2box_transform": Box2BoxTransform(weights=r.bbox_reg_weights),
+            "anchor_matcher": Matcher(
+                list(r.iou_thresholds), list(r.iou_labels), allow_low_quality_matches=True
+            ),
+            "num_classes": r.num_classes,
+            "focal_loss_alpha": r.focal_loss_alpha,
+            "focal_loss_gamma": r.focal_loss_gamma,
+            "smooth_l1_beta": r.smooth_l1_beta,
+            "box_reg_loss_type": r.bbox_reg_loss_type,
+            "test_score_thresh": r.test_score_thresh,
+            "test_topk_candidates": r.test_topk_candidates,
+            "test_nms_thresh": r.test_nms_thresh,
+            "max_detections_per_image": r.max_detections_per_image,
+            "pixel_mean": cfg.pixel_mean,
+            "pixel_std": cfg.pixel_std,
+            "vis_period": cfg.vis_period,
+            "input_format": cfg.input_format,
+        }
 
     @property
     def num_classes(self) -> int:
