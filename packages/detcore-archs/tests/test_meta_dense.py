@@ -150,7 +150,7 @@ def test_inference_unpadded_size_and_batch(small_retinanet):
     assert out[0]["instances"].image_size == (100, 150)
     assert out[1]["instances"].image_size == (64, 48)
     assert (out[1]["instances"].pred_boxes.tensor[:, 0::2] <= 48).all()
-    # batching (padding to 128x160) does not change the first image's detections
+    # alone or batched, the first image is padded to 128x256 (size_divisibility 128): same detections
     torch.testing.assert_close(out[0]["instances"].scores, alone["instances"].scores, atol=1e-4, rtol=1e-4)
 
 
@@ -259,3 +259,14 @@ def test_default_head_in_features_and_registration():
 
     assert get_component("meta_arch", "RetinaNet") is RetinaNet
     assert get_component("meta_arch", "FCOS") is FCOS
+
+
+def test_fcos_state_dict_names():
+    """detectron2's FCOS: ``backbone.*`` and ``head.{cls_subnet, bbox_subnet, cls_score, bbox_pred, ctrness}.*``."""
+    with torch.device("meta"):
+        model = _fcos()
+    heads = sorted({k.split(".")[1] for k in model.state_dict() if k.startswith("head.")})
+    assert heads == ["bbox_pred", "bbox_subnet", "cls_score", "cls_subnet", "ctrness"]
+    assert {k.split(".")[0] for k in model.state_dict()} == {"backbone", "head"}
+    assert model.state_dict()["head.ctrness.weight"].shape == (1, 16, 3, 3)
+    assert model.state_dict()["head.cls_score.weight"].shape == (3, 16, 3, 3)
