@@ -205,3 +205,27 @@ def test_file_must_hold_mapping(tmp_path):
 
 def test_model_config_type():
     assert isinstance(get_config("rpn_R_50_FPN").model, ModelConfig)
+
+
+def test_every_named_config_loads_and_round_trips(tmp_path):
+    for name in list_configs():
+        cfg = get_config(name)
+        p = tmp_path / f"{name}.yaml"
+        p.write_text(dump_config(cfg))
+        assert load_config(p) == cfg, name
+
+
+def test_precomputed_proposals_round_trip(tmp_path):
+    cfg = get_config("faster_rcnn_R_50_FPN", ["model.proposal_generator_name=PrecomputedProposals"])
+    p = tmp_path / "c.yaml"
+    p.write_text(dump_config(cfg))
+    assert "proposal_generator: null" in p.read_text()
+    assert load_config(p) == cfg
+    with pytest.raises(ValueError, match="takes no config"):
+        get_config(
+            "faster_rcnn_R_50_FPN",
+            [
+                "model.proposal_generator_name=PrecomputedProposals",
+                "model.proposal_generator={nms_thresh: 0.5}",
+            ],
+        )

@@ -105,6 +105,38 @@ def test_c4(tmp_path):
     assert from_detectron2_config(tmp_path / "f.yaml") == get_config("faster_rcnn_R_50_C4")
 
 
+D2_BASE_RETINANET = """\
+MODEL:
+  META_ARCHITECTURE: "RetinaNet"
+  BACKBONE:
+    NAME: "build_retinanet_resnet_fpn_backbone"
+  RESNETS:
+    OUT_FEATURES: ["res3", "res4", "res5"]
+  ANCHOR_GENERATOR:
+    SIZES: [[32, 40.31747359663594, 50.79683366298238], [64, 80.63494719327188, 101.59366732596476],
+      [128, 161.26989438654377, 203.18733465192952], [256, 322.53978877308754, 406.37466930385904],
+      [512, 645.0795775461751, 812.7493386077181]]
+  FPN:
+    IN_FEATURES: ["res3", "res4", "res5"]
+  RETINANET:
+    IOU_THRESHOLDS: [0.4, 0.5]
+    IOU_LABELS: [0, -1, 1]
+    SMOOTH_L1_LOSS_BETA: 0.0
+INPUT:
+  MIN_SIZE_TRAIN: (640, 672, 704, 736, 768, 800)
+"""
+
+
+def test_retinanet(tmp_path):
+    (tmp_path / "Base-RetinaNet.yaml").write_text(D2_BASE_RETINANET)
+    (tmp_path / "r.yaml").write_text('_BASE_: "Base-RetinaNet.yaml"\nMODEL:\n  RESNETS:\n    DEPTH: 50\n')
+    assert from_detectron2_config(tmp_path / "r.yaml") == get_config("retinanet_R_50_FPN")
+    cfg = from_detectron2_config(
+        {"MODEL": {"META_ARCHITECTURE": "RetinaNet", "RETINANET": {"NUM_CLASSES": 4}}}
+    )
+    assert cfg.model.retinanet.num_classes == 4
+
+
 def test_defaults_and_mapping_input():
     assert from_detectron2_config({}) == from_detectron2_config({"MODEL": {}})
     cfg = from_detectron2_config(

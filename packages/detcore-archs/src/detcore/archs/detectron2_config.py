@@ -1,7 +1,7 @@
 """Reading detectron2 YAML configs (``cfg.dump()`` output or model-zoo files with ``_BASE_``) into a detcore
 :class:`~detcore.archs.config.Config`.
 
-Only the keys of the architectures detcore implements are read (``MODEL.*`` of the backbone, RPN and ROI heads,
+Only the keys of the architectures detcore implements are read (``MODEL.*`` of the backbone, RPN, ROI heads and RetinaNet,
 ``INPUT.*`` sizes and format, ``TEST.DETECTIONS_PER_IMAGE``); other sections (``SOLVER``, ``DATASETS``, ...)
 are ignored. Keys absent from the file keep detectron2's defaults, which are detcore's defaults.
 """
@@ -182,7 +182,8 @@ def from_detectron2_config(source: str | Path | Mapping[str, Any]) -> Config:
         for k in ("IN_FEATURES", "OUT_CHANNELS", "NORM", "FUSE_TYPE"):
             take(f"MODEL.FPN.{k}", f"model.backbone.fpn.{k.lower()}")
 
-    # proposal generator
+    # proposal generator (RetinaNet has none; detectron2's shared MODEL.ANCHOR_GENERATOR is then RetinaNet's)
+    meta = _get(d2, "MODEL.META_ARCHITECTURE")
     pg = _get(d2, "MODEL.PROPOSAL_GENERATOR.NAME")
     pg = "RPN" if pg is _MISSING else pg
     if pg not in ("RPN", "PrecomputedProposals"):
@@ -190,7 +191,7 @@ def from_detectron2_config(source: str | Path | Mapping[str, Any]) -> Config:
             f"MODEL.PROPOSAL_GENERATOR.NAME {pg!r} has no detcore equivalent (RPN, PrecomputedProposals)"
         )
     sets.append(("model.proposal_generator_name", pg))
-    if pg == "RPN":
+    if pg == "RPN" and meta != "RetinaNet":
         p = "model.proposal_generator"
         take("MODEL.PROPOSAL_GENERATOR.MIN_SIZE", f"{p}.min_size")
         for k in _RPN_KEYS:
@@ -203,7 +204,6 @@ def from_detectron2_config(source: str | Path | Mapping[str, Any]) -> Config:
             take("MODEL.ANCHOR_GENERATOR.ANGLES", f"{p}.anchor_generator.angles")
 
     # ROI heads
-    meta = _get(d2, "MODEL.META_ARCHITECTURE")
     roi = _get(d2, "MODEL.ROI_HEADS.NAME")
     roi = "Res5ROIHeads" if roi is _MISSING else roi
     if meta in (_MISSING, "GeneralizedRCNN"):
@@ -249,9 +249,33 @@ def from_detectron2_config(source: str | Path | Mapping[str, Any]) -> Config:
             take("MODEL.ROI_BOX_HEAD.POOLER_TYPE", f"{r}.pooler_type")
             for k in ("NUM_GROUPS", "WIDTH_PER_GROUP", "RES2_OUT_CHANNELS", "STRIDE_IN_1X1", "NORM"):
                 take(f"MODEL.RESNETS.{k}", f"{r}.{k.lower()}")
+    elif meta == "RetinaNet":
+        r = "model.retinanet"
+        take("MODEL.RETINANET.NUM_CLASSES", f"{r}.num_classes")
+        take("MODEL.RETINANET.IN_FEATURES", f"{r}.in_features")
+        for k in ("NUM_CONVS", "PRIOR_PROB", "NORM"):
+            take(f"MODEL.RETINANET.{k}", f"{r}.head.{k.lower()}")
+        for k in (
+            "IOU_THRESHOLDS",
+            "IOU_LABELS",
+            "FOCAL_LOSS_ALPHA",
+            "FOCAL_LOSS_GAMMA",
+            "BBOX_REG_LOSS_TYPE",
+        ):
+            take(f"MODEL.RETINANET.{k}", f"{r}.{k.lower()}")
+        take("MODEL.RETINANET.BBOX_REG_WEIGHTS", f"{r}.bbox_reg_weights")
+        take("MODEL.RETINANET.SMOOTH_L1_LOSS_BETA", f"{r}.smooth_l1_beta")
+        take("MODEL.RETINANET.SCORE_THRESH_TEST", f"{r}.test_score_thresh")
+        take("MODEL.RETINANET.TOPK_CANDIDATES_TEST", f"{r}.test_topk_candidates")
+        take("MODEL.RETINANET.NMS_THRESH_TEST", f"{r}.test_nms_thresh")
+        take("TEST.DETECTIONS_PER_IMAGE", f"{r}.max_detections_per_image")
+        take("MODEL.ANCHOR_GENERATOR.NAME", f"{r}.anchor_generator_name")
+        for k in ("SIZES", "ASPECT_RATIOS", "OFFSET"):
+            take(f"MODEL.ANCHOR_GENERATOR.{k}", f"{r}.anchor_generator.{k.lower()}")
     elif meta != "ProposalNetwork":
         raise ValueError(
-            f"MODEL.META_ARCHITECTURE {meta!r} has no detcore equivalent (GeneralizedRCNN, ProposalNetwork)"
+            f"MODEL.META_ARCHITECTURE {meta!r} has no detcore equivalent (GeneralizedRCNN, ProposalNetwork, "
+            "RetinaNet)"
         )
 
     data: dict[str, Any] = {}
