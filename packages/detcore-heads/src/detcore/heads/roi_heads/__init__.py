@@ -2,6 +2,7 @@
 and :class:`StandardROIHeads`."""
 
 from detcore.heads.roi_heads.box_head import FastRCNNConvFCHead, FastRCNNConvFCHeadConfig
+from detcore.heads.roi_heads.cascade_rcnn import CascadeROIHeads, CascadeROIHeadsConfig
 from detcore.heads.roi_heads.fast_rcnn import (
     FastRCNNOutputLayers,
     FastRCNNOutputLayersConfig,
@@ -36,6 +37,8 @@ from detcore.heads.roi_heads.roi_heads import (
 __all__ = [
     "BaseKeypointRCNNHead",
     "BaseMaskRCNNHead",
+    "CascadeROIHeads",
+    "CascadeROIHeadsConfig",
     "FastRCNNConvFCHead",
     "FastRCNNConvFCHeadConfig",
     "FastRCNNOutputLayers",
