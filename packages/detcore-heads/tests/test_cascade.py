@@ -294,3 +294,31 @@ def test_scale_gradient():
     assert torch.equal(y, x)
     (y * 2).sum().backward()
     torch.testing.assert_close(x.grad, torch.full((3, 4), 0.5))
+
+
+def test_built_from_config_trains_and_infers():
+    import dataclasses
+
+    from detcore.heads.roi_heads import FastRCNNConvFCHeadConfig, MaskRCNNConvUpsampleHeadConfig
+
+    cfg = dataclasses.replace(
+        CascadeROIHeadsConfig(),
+        num_classes=NUM_CLASSES,
+        in_features=("p2", "p3"),
+        batch_size_per_image=32,
+        box_pooler_resolution=4,
+        box_head=FastRCNNConvFCHeadConfig(num_fc=2, fc_dim=16),
+        mask_on=True,
+        mask_pooler_resolution=7,
+        mask_head=MaskRCNNConvUpsampleHeadConfig(num_conv=1, conv_dim=8),
+    )
+    shapes = {"p2": ShapeSpec(channels=8, stride=4), "p3": ShapeSpec(channels=8, stride=8)}
+    torch.manual_seed(0)
+    model = build_component("roi_heads", "CascadeROIHeads", cfg, shapes).train()
+    assert [p.bbox_pred.out_features for p in model.box_predictor] == [4, 4, 4]
+    _, losses = model(None, _features(), _proposals(), _targets([2, 1]))
+    _check_losses_and_grads(model, losses, expect_nonzero_grads=True)
+    model.eval()
+    with torch.no_grad():
+        out, _ = model(None, _features(), _proposals())
+    assert len(out) == 2 and all(inst.has("pred_masks") for inst in out)
