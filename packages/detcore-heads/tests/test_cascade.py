@@ -322,3 +322,20 @@ def test_built_from_config_trains_and_infers():
     with torch.no_grad():
         out, _ = model(None, _features(), _proposals())
     assert len(out) == 2 and all(inst.has("pred_masks") for inst in out)
+
+
+def test_stage_gradient_into_features_is_scaled_by_one_over_num_stages():
+    model = _build(mask=False)
+    feats = {k: v.requires_grad_(True) for k, v in _features().items()}
+    torch.manual_seed(0)
+    sampled, losses = model(None, feats, _proposals(), _targets([3, 2]))
+    (losses["loss_cls_stage0"] + losses["loss_box_reg_stage0"]).backward()
+    got = [feats[f].grad.clone() for f in IN_FEATURES]
+    # the same stage-0 loss without the cascade's gradient scaling
+    feats2 = {k: v.detach().clone().requires_grad_(True) for k, v in feats.items()}
+    x = model.box_pooler([feats2[f] for f in IN_FEATURES], [p.proposal_boxes for p in sampled])
+    stage0 = model.box_predictor[0].losses(model.box_predictor[0](model.box_head[0](x)), sampled)
+    (stage0["loss_cls"] + stage0["loss_box_reg"]).backward()
+    assert got[0].abs().sum() > 0  # (these small boxes are all pooled from p2)
+    for g, f in zip(got, IN_FEATURES):
+        torch.testing.assert_close(g, feats2[f].grad / 3, rtol=1e-5, atol=1e-7)
