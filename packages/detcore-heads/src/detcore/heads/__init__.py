@@ -43,20 +43,28 @@ from detcore.heads.poolers import (
 )
 from detcore.heads.proposal_generator import (
     RPN,
+    RRPN,
     RPNConfig,
+    RRPNConfig,
     StandardRPNHead,
     StandardRPNHeadConfig,
     find_top_rpn_proposals,
+    find_top_rrpn_proposals,
 )
 from detcore.heads.roi_heads import (
+    CascadeROIHeads,
+    CascadeROIHeadsConfig,
     FastRCNNConvFCHead,
     FastRCNNOutputLayers,
     KRCNNConvDeconvUpsampleHead,
     MaskRCNNConvUpsampleHead,
     Res5ROIHeads,
     ROIHeads,
+    RROIHeads,
+    RROIHeadsConfig,
     StandardROIHeads,
     fast_rcnn_inference,
+    fast_rcnn_inference_rotated,
 )
 from detcore.heads.sampling import (
     subsample_labels,
@@ -68,9 +76,12 @@ from detcore.heads.sem_seg import (
 
 __all__ = [
     "RPN",
+    "RRPN",
     "Box2BoxTransform",
     "Box2BoxTransformLinear",
     "Box2BoxTransformRotated",
+    "CascadeROIHeads",
+    "CascadeROIHeadsConfig",
     "DefaultAnchorGenerator",
     "DefaultAnchorGeneratorConfig",
     "EMALossNormalizer",
@@ -85,6 +96,9 @@ __all__ = [
     "ROIHeads",
     "ROIPooler",
     "RPNConfig",
+    "RROIHeads",
+    "RROIHeadsConfig",
+    "RRPNConfig",
     "Res5ROIHeads",
     "RetinaNetHead",
     "RetinaNetHeadConfig",
@@ -103,7 +117,9 @@ __all__ = [
     "build_rpn_head",
     "convert_boxes_to_pooler_format",
     "fast_rcnn_inference",
+    "fast_rcnn_inference_rotated",
     "find_top_rpn_proposals",
+    "find_top_rrpn_proposals",
     "permute_to_N_HWA_K",
     "subsample_labels",
 ]

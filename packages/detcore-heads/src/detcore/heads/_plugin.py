@@ -24,8 +24,11 @@ def detcore_register_components(registry):
     )
     registry.add("rpn_head", "StandardRPNHead", "detcore.heads.proposal_generator.rpn:StandardRPNHead")
     registry.add("proposal_generator", "RPN", "detcore.heads.proposal_generator.rpn:RPN")
+    registry.add("proposal_generator", "RRPN", "detcore.heads.proposal_generator.rrpn:RRPN")
     registry.add("roi_heads", "Res5ROIHeads", "detcore.heads.roi_heads.roi_heads:Res5ROIHeads")
     registry.add("roi_heads", "StandardROIHeads", "detcore.heads.roi_heads.roi_heads:StandardROIHeads")
+    registry.add("roi_heads", "CascadeROIHeads", "detcore.heads.roi_heads.cascade_rcnn:CascadeROIHeads")
+    registry.add("roi_heads", "RROIHeads", "detcore.heads.roi_heads.rotated_fast_rcnn:RROIHeads")
     registry.add("box_head", "FastRCNNConvFCHead", "detcore.heads.roi_heads.box_head:FastRCNNConvFCHead")
     registry.add(
         "mask_head", "MaskRCNNConvUpsampleHead", "detcore.heads.roi_heads.mask_head:MaskRCNNConvUpsampleHead"

@@ -2,6 +2,7 @@
 and :class:`StandardROIHeads`."""
 
 from detcore.heads.roi_heads.box_head import FastRCNNConvFCHead, FastRCNNConvFCHeadConfig
+from detcore.heads.roi_heads.cascade_rcnn import CascadeROIHeads, CascadeROIHeadsConfig
 from detcore.heads.roi_heads.fast_rcnn import (
     FastRCNNOutputLayers,
     FastRCNNOutputLayersConfig,
@@ -32,10 +33,19 @@ from detcore.heads.roi_heads.roi_heads import (
     select_foreground_proposals,
     select_proposals_with_visible_keypoints,
 )
+from detcore.heads.roi_heads.rotated_fast_rcnn import (
+    RotatedFastRCNNOutputLayers,
+    RROIHeads,
+    RROIHeadsConfig,
+    fast_rcnn_inference_rotated,
+    fast_rcnn_inference_single_image_rotated,
+)
 
 __all__ = [
     "BaseKeypointRCNNHead",
     "BaseMaskRCNNHead",
+    "CascadeROIHeads",
+    "CascadeROIHeadsConfig",
     "FastRCNNConvFCHead",
     "FastRCNNConvFCHeadConfig",
     "FastRCNNOutputLayers",
@@ -45,13 +55,18 @@ __all__ = [
     "MaskRCNNConvUpsampleHead",
     "MaskRCNNConvUpsampleHeadConfig",
     "ROIHeads",
+    "RROIHeads",
+    "RROIHeadsConfig",
     "Res5ROIHeads",
     "Res5ROIHeadsConfig",
+    "RotatedFastRCNNOutputLayers",
     "StandardROIHeads",
     "StandardROIHeadsConfig",
     "add_ground_truth_to_proposals",
     "fast_rcnn_inference",
+    "fast_rcnn_inference_rotated",
     "fast_rcnn_inference_single_image",
+    "fast_rcnn_inference_single_image_rotated",
     "keypoint_rcnn_inference",
     "keypoint_rcnn_loss",
     "mask_rcnn_inference",
