@@ -50,7 +50,6 @@ __all__ = [
 ]
 
 #: Name of a "proposal_generator" meaning "proposals come with the inputs" (no module, no config).
-PRECOMPUTED_PROPOSALS = "PrecomputedProposals"
 
 
 @dataclass(frozen=True)
@@ -180,10 +179,11 @@ def _declared_kinds() -> set[str]:
 
 def config_class_of(kind: str, name: str) -> type | None:
     """The config dataclass of component ``name`` of ``kind``: its ``config_class``, else the annotated type of
-    a factory's first parameter; None for "PrecomputedProposals"."""
-    if kind == "proposal_generator" and name == PRECOMPUTED_PROPOSALS:
-        return None
+    a factory's first parameter; None for a component that declares ``config_class = None`` (it takes no
+    configuration, e.g. "PrecomputedProposals")."""
     target = get_component(kind, name)
+    if "config_class" in vars(target) and target.config_class is None:
+        return None
     cls = getattr(target, "config_class", None)
     if cls is None and callable(target):
         try:

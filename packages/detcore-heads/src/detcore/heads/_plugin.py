@@ -24,6 +24,11 @@ def detcore_register_components(registry):
     )
     registry.add("rpn_head", "StandardRPNHead", "detcore.heads.proposal_generator.rpn:StandardRPNHead")
     registry.add("proposal_generator", "RPN", "detcore.heads.proposal_generator.rpn:RPN")
+    registry.add(
+        "proposal_generator",
+        "PrecomputedProposals",
+        "detcore.heads.proposal_generator.precomputed:precomputed_proposals",
+    )
     registry.add("proposal_generator", "RRPN", "detcore.heads.proposal_generator.rrpn:RRPN")
     registry.add("roi_heads", "Res5ROIHeads", "detcore.heads.roi_heads.roi_heads:Res5ROIHeads")
     registry.add("roi_heads", "StandardROIHeads", "detcore.heads.roi_heads.roi_heads:StandardROIHeads")

@@ -54,6 +54,4 @@ def build_rpn_head(
 def build_proposal_generator(cfg: Any, input_shape: Any, name: str = "RPN") -> Any:
     """Build a "proposal_generator" on a dict of ShapeSpecs; "PrecomputedProposals" gives None (proposals
     then come with the inputs), as in detectron2."""
-    if name == "PrecomputedProposals":
-        return None
     return build_component("proposal_generator", name, cfg, input_shape)
