@@ -20,10 +20,20 @@ from detcore.ops import (
     smooth_l1_loss,
 )
 
+
+def _tv(name: str):
+    """torchvision.ops.<name>, looked up when called (the compat session has no torchvision)."""
+
+    def ref(*args, **kwargs):
+        return getattr(tvo, name)(*args, **kwargs)
+
+    return ref
+
+
 BOX_LOSSES = [
-    (giou_loss, tvo.generalized_box_iou_loss),
-    (diou_loss, tvo.distance_box_iou_loss),
-    (ciou_loss, tvo.complete_box_iou_loss),
+    (giou_loss, _tv("generalized_box_iou_loss")),
+    (diou_loss, _tv("distance_box_iou_loss")),
+    (ciou_loss, _tv("complete_box_iou_loss")),
 ]
 
 
