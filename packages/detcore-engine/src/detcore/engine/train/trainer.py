@@ -123,11 +123,11 @@ class TrainerBase:
 def create_ddp_model(model: nn.Module, *, find_unused_parameters: bool = False, **kwargs) -> nn.Module:
     """Wrap ``model`` in ``DistributedDataParallel`` when the world size is > 1 (else return it).
 
-    On CUDA the model's device is used as ``device_ids``; ``broadcast_buffers`` defaults to False.
+    On CUDA the model's device is used as ``device_ids``; other ``kwargs`` go to ``DistributedDataParallel``
+    (its own defaults otherwise).
     """
     if get_world_size() <= 1 or isinstance(model, DistributedDataParallel):
         return model
-    kwargs.setdefault("broadcast_buffers", False)
     p = next(model.parameters(), None)
     if p is not None and p.device.type == "cuda" and "device_ids" not in kwargs:
         kwargs["device_ids"] = [p.device.index]
