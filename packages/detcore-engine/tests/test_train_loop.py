@@ -292,3 +292,13 @@ def test_trainer_bad_input():
         trainer.train(5, 2)
     with pytest.raises(TypeError, match="HookBase"):
         trainer.register_hooks([object()])
+
+
+def test_hooks_registered_as_trainer_hook_components():
+    from detcore.engine.train import hooks
+    from detcore.plugins import get_component, list_components
+
+    names = {e.name for e in list_components("trainer_hook")}
+    assert {"IterationTimer", "LRScheduler", "PeriodicCheckpointer", "EvalHook", "PeriodicWriter"} <= names
+    assert get_component("trainer_hook", "PeriodicWriter") is hooks.PeriodicWriter
+    assert get_component("trainer_hook", "EvalHook") is hooks.EvalHook

@@ -238,6 +238,7 @@ class CommonMetricPrinter(EventWriter):
         self._window = window_size
         self._file = file
         self._bar_width = bar_width
+        self._last_printed = -1
 
     def _eta(self, storage: EventStorage, iteration: int) -> str:
         try:
@@ -248,7 +249,14 @@ class CommonMetricPrinter(EventWriter):
 
     def write(self) -> None:
         storage = get_event_storage()
-        iteration = storage.iter
+        # the last training iteration with metrics (evaluation results put later do not make a new line)
+        train_iters = [
+            itr for k, (_, itr) in storage.latest().items() if k in ("time", "data_time", "total_loss")
+        ]
+        iteration = max(train_iters) if train_iters else storage.iter
+        if iteration == self._last_printed:
+            return
+        self._last_printed = iteration
         done = min(iteration + 1, self._max_iter)
         filled = int(self._bar_width * done / max(self._max_iter, 1))
         bar = "#" * filled + "." * (self._bar_width - filled)
@@ -330,10 +338,9 @@ class PeriodicWriter(HookBase):
 
     def after_train(self) -> None:
         try:
-            # iterations since the last write (e.g. a run stopped by an exception) are still written
-            if self.trainer.storage.latest() and self._last_written < min(
-                self.trainer.iter, self.trainer.max_iter - 1
-            ):
+            # scalars put since the last write (e.g. by a run stopped by an exception) are still written
+            latest = self.trainer.storage.latest()
+            if latest and max(itr for _, itr in latest.values()) > self._last_written:
                 for w in self._writers:
                     w.write()
         finally:
