@@ -198,6 +198,7 @@ def test_constant_warmup_and_state_dict_roundtrip():
         warmup_method="constant",
     )
     sched2.load_state_dict(state)
+    assert sched2.get_last_lr() == sched.get_last_lr() == [1.0]
     opt2.step()
     sched2.step()  # recompute from the restored counter
     # continuing: iteration 5 -> 0.1

@@ -96,7 +96,10 @@ class LRMultiplier(LRScheduler):
 
     def state_dict(self) -> dict:
         # the multiplier is configuration, rebuilt by the caller; only the counters are state
-        return {"base_lrs": self.base_lrs, "last_epoch": self.last_epoch}
+        state = {"base_lrs": self.base_lrs, "last_epoch": self.last_epoch}
+        if hasattr(self, "_last_lr"):
+            state["_last_lr"] = self._last_lr
+        return state
 
     def get_lr(self) -> list[float]:
         m = self._multiplier(self.last_epoch)
@@ -114,10 +117,14 @@ def build_lr_scheduler(
     warmup_iters: int = 1000,
     warmup_factor: float = 0.001,
     warmup_method: str = "linear",
+    base_lr: float | None = None,
 ) -> LRMultiplier:
     """detectron2's ``build_lr_scheduler``: ``base_lr_end`` is the cosine schedule's final LR (absolute; the
-    multiplier ends at ``base_lr_end / base_lr`` of the first group's initial LR)."""
-    base_lr = optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])
+    multiplier ends at ``base_lr_end / base_lr``, ``base_lr`` defaulting to the first group's initial LR)."""
+    if base_lr is None:
+        base_lr = optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])
+    if not base_lr > 0:
+        raise ValueError(f"build_lr_scheduler: base_lr must be > 0, got {base_lr}")
     mult = WarmupMultiplier(
         name,
         max_iter,
