@@ -27,6 +27,7 @@ class Toy(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(4, 8)
         self.fc2 = nn.Linear(8, 1)
+        self.unused = nn.Linear(2, 2)  # no gradient: DDP needs find_unused_parameters=True
 
     def forward(self, batch):
         x, y = batch
@@ -46,8 +47,10 @@ def main(out_dir, num_iter):
     sampler = TrainingSampler(len(x), seed=5)  # rank / world size from torch.distributed
     loader = DataLoader(TensorDataset(x, y), batch_size=TOTAL_BATCH // world, sampler=sampler)
     opt = build_optimizer(model, "SGD", 0.1, momentum=0.9, weight_decay=1e-4)
-    trainer = SimpleTrainer(model, loader, opt)
+    trainer = SimpleTrainer(model, loader, opt, find_unused_parameters=True)
     assert isinstance(trainer.model, DistributedDataParallel) == (world > 1)
+    if world > 1:
+        assert trainer.model.find_unused_parameters
     trainer.train(0, num_iter)
     assert all_gather(rank) == list(range(world))
     torch.save(model.state_dict(), f"{out_dir}/ws{world}_rank{rank}.pt")

@@ -302,3 +302,28 @@ def test_hooks_registered_as_trainer_hook_components():
     assert {"IterationTimer", "LRScheduler", "PeriodicCheckpointer", "EvalHook", "PeriodicWriter"} <= names
     assert get_component("trainer_hook", "PeriodicWriter") is hooks.PeriodicWriter
     assert get_component("trainer_hook", "EvalHook") is hooks.EvalHook
+
+
+def test_launch_env_init_like_torchrun(monkeypatch):
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for k, v in {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+    }.items():
+        monkeypatch.setenv(k, v)
+    seen = []
+
+    def main(tag):
+        seen.append((tag, dist.is_initialized(), dist.get_backend(), get_world_size(), all_gather(tag)))
+
+    launch(main, 1, args=("a",), dist_url="env://", backend="gloo")
+    assert seen == [("a", True, "gloo", 1, ["a"])]
+    assert not dist.is_initialized()
