@@ -29,3 +29,8 @@ def detcore_register_components(registry):
     registry.add("dataset", "shapes_val", "detcore.engine.data.shapes:shapes_val_factory")
     for name in _AUGMENTATIONS:
         registry.add("augmentation", name, f"detcore.engine.data.transforms.augmentation:{name}")
+    for name in _TRAINER_HOOKS:
+        registry.add("trainer_hook", name, f"detcore.engine.train.hooks:{name}")
+
+
+_TRAINER_HOOKS = ("EvalHook", "IterationTimer", "LRScheduler", "PeriodicCheckpointer", "PeriodicWriter")
