@@ -9,29 +9,10 @@ repeats) so that machine load affects both alike.
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
-
 import torch
+from _timing import interleaved_medians
 
 __all__ = ["run"]
-
-
-def _interleaved_medians(
-    fn_a: Callable[[], object], fn_b: Callable[[], object], repeats: int = 5
-) -> tuple[float, float]:
-    fn_a()  # warm-up
-    fn_b()
-    ta, tb = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn_a()
-        ta.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        fn_b()
-        tb.append(time.perf_counter() - start)
-    return statistics.median(ta), statistics.median(tb)
 
 
 def _randomize_frozen_bn(model: torch.nn.Module, seed: int) -> None:
@@ -65,11 +46,11 @@ def run(report, height: int = 800, width: int = 1344, repeats: int = 5) -> None:
         o, r = ours(x[..., :256, :256]), tv(x[..., :256, :256])
         assert [tuple(v.shape) for v in o.values()] == [tuple(v.shape) for v in r.values()]
 
-        t_ours, t_tv = _interleaved_medians(lambda: ours(x), lambda: tv(x), repeats)
+        t_ours, t_tv = interleaved_medians(lambda: ours(x), lambda: tv(x), repeats)
         report(f"R-50-FPN forward eval {shape}", t_ours, t_tv, "torchvision resnet_fpn_backbone")
 
         ours.fuse_for_inference(channels_last=True)
-        t_fused, t_tv = _interleaved_medians(lambda: ours(x), lambda: tv(x), repeats)
+        t_fused, t_tv = interleaved_medians(lambda: ours(x), lambda: tv(x), repeats)
         report(
             f"R-50-FPN forward eval {shape}, fused FrozenBN + channels_last",
             t_fused,

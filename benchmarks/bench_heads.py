@@ -17,33 +17,15 @@ alike. torchvision computes a level's stride as ``image_size // feature_size`` (
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections import OrderedDict
-from collections.abc import Callable
 
 import torch
+from _timing import interleaved_medians
 from torch import nn
 
 __all__ = ["run"]
 
 LEVELS = ["p2", "p3", "p4", "p5", "p6"]
-
-
-def _interleaved_medians(
-    fn_a: Callable[[], object], fn_b: Callable[[], object], repeats: int
-) -> tuple[float, float]:
-    fn_a()  # warm-up
-    fn_b()
-    ta, tb = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn_a()
-        ta.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        fn_b()
-        tb.append(time.perf_counter() - start)
-    return statistics.median(ta), statistics.median(tb)
 
 
 class _FixedHead(nn.Module):
@@ -117,7 +99,7 @@ def run(report, height: int = 800, width: int = 1280, channels: int = 256, repea
         head_ours, head_theirs = ours.rpn_head, theirs.head
         ours.rpn_head = _FixedHead(logits, deltas)
         theirs.head = _FixedHead(logits, deltas)
-        t_ours, t_theirs = _interleaved_medians(
+        t_ours, t_theirs = interleaved_medians(
             lambda: ours(images, feats), lambda: theirs(tv_images, feats), repeats
         )
         report(
@@ -128,7 +110,7 @@ def run(report, height: int = 800, width: int = 1280, channels: int = 256, repea
             f"{shape}; anchors+decode+top-k+NMS, head outputs precomputed",
         )
         ours.rpn_head, theirs.head = head_ours, head_theirs
-        t_ours, t_theirs = _interleaved_medians(
+        t_ours, t_theirs = interleaved_medians(
             lambda: ours(images, feats), lambda: theirs(tv_images, feats), max(3, repeats // 2)
         )
         report(

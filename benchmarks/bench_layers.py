@@ -6,11 +6,9 @@ slow path (extra copies, Python loops). ``fold_frozen_bn_into_conv`` is measured
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 import torchvision.ops as tvo
+from _timing import interleaved_medians
 from torch import nn
 
 from detcore.ops import (
@@ -22,16 +20,6 @@ from detcore.ops import (
     giou_loss,
     sigmoid_focal_loss,
 )
-
-
-def _time(fn, repeats: int = 5) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _boxes(n: int, seed: int) -> torch.Tensor:
@@ -48,8 +36,10 @@ def run(report) -> None:
         targets = (torch.rand(20000, 80, generator=g) > 0.99).float()
         report(
             "sigmoid_focal_loss [20000, 80] sum",
-            _time(lambda: sigmoid_focal_loss(logits, targets, reduction="sum")),
-            _time(lambda: tvo.sigmoid_focal_loss(logits, targets, reduction="sum")),
+            *interleaved_medians(
+                lambda: sigmoid_focal_loss(logits, targets, reduction="sum"),
+                lambda: tvo.sigmoid_focal_loss(logits, targets, reduction="sum"),
+            ),
             "torchvision.ops.sigmoid_focal_loss",
         )
         b1, b2 = _boxes(200000, 1), _boxes(200000, 2)
@@ -60,8 +50,10 @@ def run(report) -> None:
         ]:
             report(
                 f"{name} [200000, 4] sum",
-                _time(lambda ours=ours: ours(b1, b2, reduction="sum")),
-                _time(lambda ref=ref: ref(b1, b2, reduction="sum")),
+                *interleaved_medians(
+                    lambda ours=ours: ours(b1, b2, reduction="sum"),
+                    lambda ref=ref: ref(b1, b2, reduction="sum"),
+                ),
                 f"torchvision.ops.{ref.__name__}",
             )
 
@@ -70,8 +62,7 @@ def run(report) -> None:
         bn = nn.BatchNorm2d(256).eval()
         report(
             "FrozenBatchNorm2d [8, 256, 64, 64] inference",
-            _time(lambda: frozen(x)),
-            _time(lambda: bn(x)),
+            *interleaved_medians(lambda: frozen(x), lambda: bn(x)),
             "torch.nn.BatchNorm2d (eval)",
         )
 
@@ -82,8 +73,7 @@ def run(report) -> None:
         fused = fold_frozen_bn_into_conv(conv, conv.norm)
         report(
             "conv3x3+FrozenBN+ReLU folded [1, 64, 128, 128]",
-            _time(lambda: fused(x)),
-            _time(lambda: conv(x)),
+            *interleaved_medians(lambda: fused(x), lambda: conv(x)),
             "detcore Conv2d with FrozenBN (unfolded)",
         )
 

@@ -7,29 +7,16 @@ after one warm-up). Run directly for a table: ``python benchmarks/bench_ops_boxe
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 import torchvision
+from _timing import interleaved_medians, median_seconds
 
 from detcore.ops import batched_nms, box_iou, nms, nms_rotated, paste_masks_in_image
 
 __all__ = ["run"]
 
 IMAGE_W, IMAGE_H = 1333, 800
-
-
-def _time(fn: Callable[[], object], repeats: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _boxes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,8 +58,9 @@ def run(report) -> None:
     assert torch.equal(nms(boxes, scores, 0.7), torchvision.ops.nms(boxes, scores, 0.7))
     report(
         "nms, 20k random boxes, IoU 0.7",
-        _time(lambda: nms(boxes, scores, 0.7)),
-        _time(lambda: torchvision.ops.nms(boxes, scores, 0.7)),
+        *interleaved_medians(
+            lambda: nms(boxes, scores, 0.7), lambda: torchvision.ops.nms(boxes, scores, 0.7)
+        ),
         "torchvision.ops.nms",
         "boxes: xy uniform in 1333x800, wh uniform 10..110, seed 0; identical output",
     )
@@ -83,8 +71,10 @@ def run(report) -> None:
     )
     report(
         "batched_nms, 20k boxes, 80 classes, IoU 0.5",
-        _time(lambda: batched_nms(boxes, scores, idxs, 0.5)),
-        _time(lambda: torchvision.ops.batched_nms(boxes, scores, idxs, 0.5)),
+        *interleaved_medians(
+            lambda: batched_nms(boxes, scores, idxs, 0.5),
+            lambda: torchvision.ops.batched_nms(boxes, scores, idxs, 0.5),
+        ),
         "torchvision.ops.batched_nms",
         "same boxes; identical output",
     )
@@ -93,8 +83,7 @@ def run(report) -> None:
     gt, _ = _boxes(20, 3)
     report(
         "box_iou, 255,780 x 20 boxes",
-        _time(lambda: box_iou(anchors, gt)),
-        _time(lambda: torchvision.ops.box_iou(anchors, gt)),
+        *interleaved_medians(lambda: box_iou(anchors, gt), lambda: torchvision.ops.box_iou(anchors, gt)),
         "torchvision.ops.box_iou",
         "anchors vs ground truth as in RPN matching; bit-identical where torchvision is finite",
     )
@@ -109,7 +98,7 @@ def run(report) -> None:
     rscores = torch.rand(n, generator=g)
     report(
         "nms_rotated, 5,000 random rotated boxes, IoU 0.7",
-        _time(lambda: nms_rotated(rboxes, rscores, 0.7)),
+        median_seconds(lambda: nms_rotated(rboxes, rscores, 0.7)),
         10.7,
         "detectron2 (measured 10.7 s)",
         "target < 0.5 s; centres uniform in 1333x800, wh 10..110, angle uniform in [-180, 180)",
@@ -126,8 +115,10 @@ def run(report) -> None:
     )
     report(
         "paste_masks_in_image, 100 masks 28x28 into 800x1333",
-        _time(lambda: paste_masks_in_image(masks, mboxes, (IMAGE_H, IMAGE_W), 0.5)),
-        _time(lambda: _paste_reference(masks, mboxes, IMAGE_H, IMAGE_W, 0.5)),
+        *interleaved_medians(
+            lambda: paste_masks_in_image(masks, mboxes, (IMAGE_H, IMAGE_W), 0.5),
+            lambda: _paste_reference(masks, mboxes, IMAGE_H, IMAGE_W, 0.5),
+        ),
         "grid_sample per box (detectron2's CPU algorithm, pure PyTorch)",
         "boxes 20..300 px inside the image; identical output; both include allocating the 107 MB bool output",
     )

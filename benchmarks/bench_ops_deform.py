@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
-
 import torch
+from _timing import interleaved_medians
 
 __all__ = ["run"]
-
-
-def _median_seconds(fn: Callable[[], object], repeats: int = 5) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _inputs(with_mask: bool, requires_grad: bool):
@@ -55,8 +42,7 @@ def run(report) -> None:
         with torch.no_grad():
             report(
                 f"deform_conv2d forward {kind}",
-                _median_seconds(ours),
-                _median_seconds(ref),
+                *interleaved_medians(ours, ref),
                 "torchvision.ops.deform_conv2d",
                 shape,
             )
@@ -74,8 +60,7 @@ def run(report) -> None:
 
         report(
             f"deform_conv2d forward+backward {kind}",
-            _median_seconds(ours_fb, 3),
-            _median_seconds(ref_fb, 3),
+            *interleaved_medians(ours_fb, ref_fb, 3),
             "torchvision.ops.deform_conv2d",
             shape,
         )

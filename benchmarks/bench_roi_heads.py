@@ -15,30 +15,10 @@ Rows:
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
-
 import torch
+from _timing import interleaved_medians
 
 __all__ = ["run"]
-
-
-def _interleaved_medians(
-    fn_a: Callable[[], object], fn_b: Callable[[], object], repeats: int = 7
-) -> tuple[float, float]:
-    for _ in range(3):  # warm-up (thread pools, allocator)
-        fn_a()
-        fn_b()
-    ta, tb = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn_a()
-        ta.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        fn_b()
-        tb.append(time.perf_counter() - start)
-    return statistics.median(ta), statistics.median(tb)
 
 
 def _inputs(num_proposals: int, num_classes: int, height: int, width: int, logit_scale: float):
@@ -98,12 +78,12 @@ def run(report, num_proposals: int = 1000, num_classes: int = 80, repeats: int =
             return tv_heads.postprocess_detections(tv_logits, tv_deltas, [proposals], [(height, width)])
 
         with torch.no_grad():
-            a, b = _interleaved_medians(ours_full, tv_full, repeats)
+            a, b = interleaved_medians(ours_full, tv_full, repeats, warmup=3)
         note = (
             f"{num_proposals} proposals, {num_classes} classes, {num_candidates} candidates > {score_thresh}"
         )
         report(
-            "fast_rcnn_inference (softmax + decode + post-process)",
+            f"fast_rcnn_inference (softmax + decode + post-process), logit scale {logit_scale:g}",
             a,
             b,
             "torchvision RoIHeads.postprocess_detections",
@@ -135,9 +115,9 @@ def run(report, num_proposals: int = 1000, num_classes: int = 80, repeats: int =
             return kb[keep], ks[keep], idx[keep, 1]
 
         with torch.no_grad():
-            a, b = _interleaved_medians(ours_post, tv_post, repeats)
+            a, b = interleaved_medians(ours_post, tv_post, repeats, warmup=3)
         report(
-            "fast_rcnn_inference (post-process only)",
+            f"fast_rcnn_inference (post-process only), logit scale {logit_scale:g}",
             a,
             b,
             "torchvision ops (clip, threshold, batched_nms, top-k)",

@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
+    sys.path.insert(0, str(HERE))  # the bench modules import _timing
     sections: list[tuple[str, list[tuple]]] = []
     failures = []
     for path in sorted(HERE.glob("bench_*.py")):
@@ -75,35 +76,48 @@ def main(argv: list[str] | None = None) -> int:
         if rows:
             sections.append((path.stem.removeprefix("bench_"), rows))
 
-    lines = [
+    header = [
         "# detcore benchmarks",
         "",
         "Written by `nox -s bench` (benchmarks/run.py). Each row times detcore and a reference in the same process",
-        "on the same inputs; speed-up = reference time / detcore time (> 1: detcore is faster). Medians of repeats.",
-        "",
-        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- machine: {_cpu_model()}, torch threads: {torch.get_num_threads()}",
-        f"- torch {torch.__version__}, python {platform.python_version()}",
+        "on the same inputs (alternating runs where the reference is run here); speed-up = reference time / detcore",
+        "time (> 1: detcore is faster). Medians of repeats. Sections carry the date and machine they were measured on.",
         "",
     ]
+    stamp = (
+        f"_measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {_cpu_model()}, "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, python {platform.python_version()}_"
+    )
+    rendered: dict[str, list[str]] = {}
     for title, rows in sections:
-        lines += [
+        body = [
             f"## {title}",
             "",
+            stamp,
+            "",
             "| benchmark | detcore | reference | reference time | speed-up | note |",
-            "|---|---|---|---|---|---|",
         ]
+        body.append("|---|---|---|---|---|---|")
         for name, ours, ref, ref_name, note in rows:
             ratio = ref / ours if ours > 0 else float("inf")
-            lines.append(f"| {name} | {_fmt(ours)} | {ref_name} | {_fmt(ref)} | x{ratio:.2f} | {note} |")
-        lines.append("")
-    text = "\n".join(lines)
+            body.append(f"| {name} | {_fmt(ours)} | {ref_name} | {_fmt(ref)} | x{ratio:.2f} | {note} |")
+        rendered[title] = [*body, ""]
     if args.output:
         out = Path(args.output)
-        kept = ""
-        if out.exists() and MANUAL_MARKER in out.read_text():
-            kept = out.read_text().split(MANUAL_MARKER, 1)[1]
-        out.write_text(text + "\n" + MANUAL_MARKER + (kept or "\n"))
+        previous = out.read_text() if out.exists() else ""
+        generated, _, kept = previous.partition(MANUAL_MARKER)
+        # --only re-runs some modules: keep the other sections of the existing file as they were.
+        old_sections: dict[str, list[str]] = {}
+        current = None
+        for line in generated.splitlines():
+            if line.startswith("## "):
+                current = line[3:].strip()
+                old_sections[current] = []
+            if current is not None:
+                old_sections[current].append(line)
+        merged = {**old_sections, **rendered} if args.only else rendered
+        lines = header + [line for title in sorted(merged) for line in merged[title]]
+        out.write_text("\n".join(lines).rstrip() + "\n\n" + MANUAL_MARKER + (kept or "\n"))
         print(f"wrote {out}")
     if failures:
         print(f"benchmarks that raised: {', '.join(failures)}", file=sys.stderr)
