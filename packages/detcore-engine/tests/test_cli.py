@@ -65,6 +65,17 @@ def _train_args(out, root, max_iter=4, *extra):
     ]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: the test machine's cores are shared, oversubscription makes runs slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def shapes_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("shapes")
@@ -229,10 +240,17 @@ def test_errors_are_clear(trained, tmp_path, capsys):
         == 2
     )
     assert "--max-iter must be > 0" in capsys.readouterr().err
+    rc = main(["train", "--config", "mask_rcnn_R_50_FPN", "--output-dir", str(tmp_path), "--dataset", "nope"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "unknown dataset 'nope'" in err and "shapes_train" in err
+    assert main(["train", "--config", "mask_rcnn_R_50_FPN", "--output-dir", str(tmp_path / "x"), "--dataset-root",
+                 str(tmp_path / "nowhere")]) == 2  # fmt: skip
+    assert "instances_train.json" in capsys.readouterr().err
 
 
 def test_python_m_detcore_engine(tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-m", "detcore.engine", "config", "show", "rpn_R_50_FPN", "input.min_size_test=320"],
         capture_output=True,

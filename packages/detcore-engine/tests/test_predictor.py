@@ -25,6 +25,17 @@ TINY = [
 ]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: the test machine's cores are shared, oversubscription makes runs slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class _Recorder(nn.Module):
     """Records its inputs, grad mode and training flag."""
 

@@ -415,8 +415,19 @@ def _predict(args: argparse.Namespace) -> int:
 # parsers
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: ...)`` only for options with a meaningful default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default in ("", []):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _guarded(func):
-    """Run ``func(args)``; user errors print ``detcore <command>: error: ...`` and give exit code 2."""
+    """Run ``func(args)``; a :class:`CLIError` prints ``detcore <command>: error: ...`` and gives exit code 2;
+    ValueError / FileNotFoundError / KeyError (bad config keys, unreadable files) and a diverged training
+    (FloatingPointError) print the same way and give exit code 1."""
 
     def run(args: argparse.Namespace) -> int:
         try:
@@ -424,8 +435,14 @@ def _guarded(func):
         except CLIError as e:
             print(f"detcore {args.command}: error: {e}", file=sys.stderr)
             return 2
-        except (ValueError, FileNotFoundError, KeyError, TypeError) as e:
+        except (ValueError, FileNotFoundError, KeyError) as e:
             print(f"detcore {args.command}: error: {e}", file=sys.stderr)
+            return 1
+        except FloatingPointError as e:
+            print(
+                f"detcore {args.command}: error: {e} (try a lower --lr or more --warmup-iters)",
+                file=sys.stderr,
+            )
             return 1
 
     return run
@@ -439,14 +456,14 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="config overrides, e.g. model.roi_heads.num_classes=3",
     )
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--device", default="cpu", help="torch device")
 
 
 def _add_data_args(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument(
         "--dataset",
         default=default,
-        help=f"registered dataset name (default: {default}; see `detcore plugins`)",
+        help="registered dataset name (see `detcore plugins --kind dataset`)",
     )
     p.add_argument(
         "--dataset-root",
@@ -459,7 +476,7 @@ def _add_data_args(p: argparse.ArgumentParser, default: str) -> None:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train``, ``eval``, ``predict`` and ``config`` to the ``detcore`` parser."""
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
 
     p = subparsers.add_parser(
         "train",
@@ -480,7 +497,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="images per iteration")
     p.add_argument("--optimizer", choices=("SGD", "AdamW"), default="SGD", help="optimizer")
     p.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay")
-    p.add_argument("--steps", default="", help="comma-separated iterations where the LR drops x0.1")
+    p.add_argument(
+        "--steps", default="", help="comma-separated iterations where the LR drops x0.1 (default: none)"
+    )
     p.add_argument("--warmup-iters", type=int, default=100, help="linear warmup iterations")
     p.add_argument("--warmup-factor", type=float, default=0.001, help="LR factor at iteration 0")
     p.add_argument("--checkpoint-period", type=int, default=500, help="iterations between checkpoints")
@@ -522,7 +541,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         metavar="INPUT",
         help="image files or folders; arguments KEY=VALUE that are not existing paths are config overrides",
     )
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--weights", required=True, help="checkpoint file")
     p.add_argument("--output-dir", required=True, metavar="DIR", help="where outputs go")
     p.add_argument("--score-threshold", type=float, default=0.5, help="drop detections below this score")
