@@ -58,7 +58,7 @@ def _train_args(out, root, max_iter=4, *extra):
         "--warmup-iters",
         "2",
         "--lr",
-        "0.001",
+        "0.0002",
         "--quiet",
         *extra,
         *TINY,
@@ -132,6 +132,15 @@ def test_resume_continues_from_last_checkpoint(trained, shapes_root, tmp_path, c
     import torch
 
     assert torch.load(run / "model_final.pth", weights_only=False)["iteration"] == 5
+    # the resumed iterations are those of an uninterrupted 6-iteration run (model, optimizer, scheduler,
+    # sampler and RNG states all restored)
+    ref = tmp_path / "ref"
+    assert main(_train_args(ref, shapes_root, 6, "--no-eval")) == 0
+    ref_rows = {r["iteration"]: r for r in _metrics(ref / "metrics.jsonl") if "total_loss" in r}
+    res_rows = {r["iteration"]: r for r in _metrics(run / "metrics.jsonl") if "total_loss" in r}
+    for it in range(6):
+        for key in ("total_loss", "loss_cls", "loss_mask", "lr"):
+            assert res_rows[it][key] == ref_rows[it][key], (it, key)  # exact
     # resuming a finished run does nothing
     assert main(_train_args(run, shapes_root, 6, "--resume", "--no-eval")) == 0
     assert "nothing to do" in capsys.readouterr().err

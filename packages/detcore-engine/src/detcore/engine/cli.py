@@ -274,6 +274,12 @@ def _train(args: argparse.Namespace) -> int:
     (out / "config.yaml").write_text(dump_config(cfg))
     _write_json(out / "metadata.json", {"thing_classes": classes, "dataset": train_split.name})
 
+    import random
+
+    import numpy as np
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     dicts = train_split.dicts_fn()
     if not dicts:
@@ -506,7 +512,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-period", type=int, default=0, help="iterations between evaluations (0: end only)")
     p.add_argument("--log-period", type=int, default=20, help="iterations between metric writes")
     p.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--seed", type=int, default=0, help="seed of the Python, NumPy and torch RNGs")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stdout")
     p.set_defaults(func=_guarded(_train))
 
