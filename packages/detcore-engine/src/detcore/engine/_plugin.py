@@ -34,3 +34,10 @@ def detcore_register_components(registry):
 
 
 _TRAINER_HOOKS = ("EvalHook", "IterationTimer", "LRScheduler", "PeriodicCheckpointer", "PeriodicWriter")
+
+
+@hookimpl
+def detcore_add_cli_commands(subparsers):
+    from detcore.engine.cli import add_commands
+
+    add_commands(subparsers)

@@ -108,8 +108,13 @@ class AspectRatioGroupedDataset(IterableDataset):
         self.batch_size = batch_size
 
     def __iter__(self) -> Iterator[list]:
+        # the inner iterator is created now, not on the first next(): a DataLoader draws its base seed from
+        # the global torch RNG when iterated, and SimpleTrainer shields exactly the iter() call from that
+        return self._batches(iter(self.dataset))
+
+    def _batches(self, items: Iterator[Any]) -> Iterator[list]:
         buckets: list[list] = [[], []]
-        for d in self.dataset:
+        for d in items:
             if "image" in d:
                 h, w = d["image"].shape[-2:]
             else:
@@ -170,7 +175,8 @@ class _MapIterable:
         self.iterable, self.fn = iterable, fn
 
     def __iter__(self):
-        return (self.fn(x) for x in self.iterable)
+        it = iter(self.iterable)  # eagerly, like AspectRatioGroupedDataset.__iter__
+        return (self.fn(x) for x in it)
 
 
 def _as_dataset(dataset: str | Sequence[str] | list | Dataset, mapper) -> Dataset:

@@ -1,0 +1,279 @@
+"""The ``detcore`` train / eval / predict / config subcommands, run in-process through
+``detcore.plugins.cli.main`` on a tiny model and an 8-image shapes dataset."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+from PIL import Image
+
+from detcore.archs import get_config, load_config
+from detcore.engine.data import make_shapes_dataset
+from detcore.plugins.cli import main
+
+TINY = [
+    "model.backbone.resnet.stem_out_channels=8",
+    "model.backbone.resnet.res2_out_channels=16",
+    "model.backbone.resnet.width_per_group=4",
+    "model.backbone.fpn.out_channels=16",
+    "model.roi_heads.box_head.fc_dim=32",
+    "model.roi_heads.mask_head.conv_dim=16",
+    "model.roi_heads.num_classes=3",
+    "model.roi_heads.batch_size_per_image=64",
+    "model.proposal_generator.pre_nms_topk_train=200",
+    "model.proposal_generator.post_nms_topk_train=100",
+    "model.proposal_generator.pre_nms_topk_test=200",
+    "model.proposal_generator.post_nms_topk_test=100",
+    "input.min_size_train=[128]",
+    "input.max_size_train=160",
+    "input.min_size_test=128",
+    "input.max_size_test=160",
+]
+
+
+def _train_args(out, root, max_iter=4, *extra):
+    return [
+        "train",
+        "--config",
+        "mask_rcnn_R_50_FPN",
+        "--output-dir",
+        str(out),
+        "--dataset-root",
+        str(root),
+        "--max-iter",
+        str(max_iter),
+        "--batch-size",
+        "2",
+        "--checkpoint-period",
+        "2",
+        "--log-period",
+        "1",
+        "--warmup-iters",
+        "2",
+        "--lr",
+        "0.0002",
+        "--quiet",
+        *extra,
+        *TINY,
+    ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: the test machine's cores are shared, oversubscription makes runs slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    make_shapes_dataset(root, num_train=8, num_val=3, image_size=(128, 128))
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, shapes_root):
+    out = tmp_path_factory.mktemp("run")
+    assert main(_train_args(out, shapes_root)) == 0
+    return out
+
+
+def _metrics(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_train_writes_metrics_checkpoints_and_eval(trained):
+    rows = _metrics(trained / "metrics.jsonl")
+    assert [r["iteration"] for r in rows if "total_loss" in r] == [0, 1, 2, 3]
+    for r in rows:
+        if "total_loss" in r:
+            assert math.isfinite(r["total_loss"]) and r["total_loss"] > 0
+            assert "loss_mask" in r and "loss_rpn_cls" in r
+    for name in ("model_0000001.pth", "model_0000003.pth", "model_final.pth"):
+        assert (trained / name).is_file(), name
+    assert (trained / "last_checkpoint").read_text() == "model_final.pth"
+    results = json.loads((trained / "eval" / "results.json").read_text())
+    assert set(results) == {"bbox", "segm"}
+    for task in ("bbox", "segm"):
+        assert "AP" in results[task] and "AP50" in results[task]
+        assert results[task]["AP"] is None or 0 <= results[task]["AP"] <= 100
+    # the resolved config round-trips and carries the overrides
+    cfg = load_config(trained / "config.yaml")
+    assert cfg == get_config("mask_rcnn_R_50_FPN", TINY)
+    assert json.loads((trained / "metadata.json").read_text())["thing_classes"] == [
+        "circle",
+        "square",
+        "triangle",
+    ]
+
+
+def test_resume_continues_from_last_checkpoint(trained, shapes_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    capsys.readouterr()
+    assert main(_train_args(run, shapes_root, 6, "--resume", "--no-eval")) == 0
+    assert "iterations 4..5" in capsys.readouterr().err
+    iters = [r["iteration"] for r in _metrics(run / "metrics.jsonl") if "total_loss" in r]
+    assert iters == [0, 1, 2, 3, 4, 5]
+    assert (run / "model_0000005.pth").is_file()
+    assert (run / "last_checkpoint").read_text() == "model_final.pth"
+    import torch
+
+    assert torch.load(run / "model_final.pth", weights_only=False)["iteration"] == 5
+    # the resumed iterations are those of an uninterrupted 6-iteration run (model, optimizer, scheduler,
+    # sampler and RNG states all restored)
+    ref = tmp_path / "ref"
+    assert main(_train_args(ref, shapes_root, 6, "--no-eval")) == 0
+    ref_rows = {r["iteration"]: r for r in _metrics(ref / "metrics.jsonl") if "total_loss" in r}
+    res_rows = {r["iteration"]: r for r in _metrics(run / "metrics.jsonl") if "total_loss" in r}
+    for it in range(6):
+        for key in ("total_loss", "loss_cls", "loss_mask", "lr"):
+            assert res_rows[it][key] == ref_rows[it][key], (it, key)  # exact
+    # resuming a finished run does nothing
+    assert main(_train_args(run, shapes_root, 6, "--resume", "--no-eval")) == 0
+    assert "nothing to do" in capsys.readouterr().err
+
+
+def test_eval_reproduces_training_evaluation(trained, shapes_root, tmp_path):
+    out = tmp_path / "ev"
+    rc = main(
+        [
+            "eval",
+            "--config",
+            str(trained / "config.yaml"),
+            "--weights",
+            str(trained / "model_final.pth"),
+            "--output-dir",
+            str(out),
+            "--coco-json",
+            str(shapes_root / "annotations" / "instances_val.json"),
+            "--image-root",
+            str(shapes_root / "val"),
+        ]
+    )
+    assert rc == 0
+    got = json.loads((out / "results.json").read_text())
+    assert got == json.loads((trained / "eval" / "results.json").read_text())
+
+
+def test_predict_writes_png_and_json_per_image(trained, shapes_root, tmp_path):
+    out = tmp_path / "pred"
+    rc = main(
+        [
+            "predict",
+            "--config",
+            str(trained / "config.yaml"),
+            "--weights",
+            str(trained / "model_final.pth"),
+            "--output-dir",
+            str(out),
+            "--score-threshold",
+            "0",
+            str(shapes_root / "val"),
+        ]
+    )
+    assert rc == 0
+    names = sorted(p.stem for p in (shapes_root / "val").glob("*.png"))
+    assert len(names) == 3
+    for n in names:
+        with Image.open(out / f"{n}.png") as im:
+            assert im.size == (128, 128)
+        d = json.loads((out / f"{n}.json").read_text())
+        assert d["height"] == 128 and d["width"] == 128
+        assert len(d["boxes"]) == len(d["scores"]) == len(d["classes"]) == len(d["class_names"])
+        assert all(len(b) == 4 for b in d["boxes"])
+        assert all(0 <= c < 3 for c in d["classes"])
+        assert all(s >= 0 for s in d["scores"])
+
+
+def test_config_show_parses_and_reflects_overrides(capsys):
+    assert main(["config", "show", "mask_rcnn_R_50_FPN", "model.roi_heads.num_classes=7"]) == 0
+    data = yaml.safe_load(capsys.readouterr().out)
+    assert data["model"]["roi_heads"]["num_classes"] == 7
+    assert data["model"]["roi_heads"]["mask_on"] is True
+    from detcore.archs import config_from_dict
+
+    assert config_from_dict(data) == get_config("mask_rcnn_R_50_FPN", ["model.roi_heads.num_classes=7"])
+
+
+@pytest.mark.parametrize("command", [["train"], ["eval"], ["predict"], ["config"], ["config", "show"]])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*command, "--help"])
+    assert e.value.code == 0
+    assert "usage: detcore " + " ".join(command) in capsys.readouterr().out
+
+
+def test_errors_are_clear(trained, tmp_path, capsys):
+    assert main(["config", "show", "no_such_config"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config 'no_such_config'" in err and "mask_rcnn_R_50_FPN" in err
+    assert main(["config", "show", "mask_rcnn_R_50_FPN", "model.roi_heads.nope=1"]) == 1
+    assert "nope" in capsys.readouterr().err
+    missing = tmp_path / "missing.pth"
+    rc = main(
+        [
+            "eval",
+            "--config",
+            str(trained / "config.yaml"),
+            "--weights",
+            str(missing),
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
+    assert rc == 2
+    assert f"weights file '{missing}' not found" in capsys.readouterr().err
+    rc = main(
+        [
+            "predict", "--config", str(trained / "config.yaml"), "--weights", str(missing),
+            "--output-dir", str(tmp_path), str(trained / "config.yaml"),
+        ]
+    )  # fmt: skip
+    assert rc == 2
+    assert "not found" in capsys.readouterr().err
+    assert (
+        main(["train", "--config", "mask_rcnn_R_50_FPN", "--output-dir", str(tmp_path), "--max-iter", "0"])
+        == 2
+    )
+    assert "--max-iter must be > 0" in capsys.readouterr().err
+    rc = main(["train", "--config", "mask_rcnn_R_50_FPN", "--output-dir", str(tmp_path), "--dataset", "nope"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "unknown dataset 'nope'" in err and "shapes_train" in err
+    assert main(["train", "--config", "mask_rcnn_R_50_FPN", "--output-dir", str(tmp_path / "x"), "--dataset-root",
+                 str(tmp_path / "nowhere")]) == 2  # fmt: skip
+    assert "instances_train.json" in capsys.readouterr().err
+
+
+def test_python_m_detcore_engine(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "detcore.engine", "config", "show", "rpn_R_50_FPN", "input.min_size_test=320"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert yaml.safe_load(proc.stdout)["input"]["min_size_test"] == 320
+    proc = subprocess.run(
+        [sys.executable, "-m", "detcore.engine", "config", "show", "nope"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "unknown config 'nope'" in proc.stderr
