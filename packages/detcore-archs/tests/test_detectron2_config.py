@@ -75,7 +75,7 @@ INPUT:
 def test_golden_dump_builds_the_golden_model(reference_dir, tiny_overrides):
     d = reference_dir / "golden" / "mask_rcnn_tiny"
     if not (d / "config.yaml").is_file():
-        pytest.skip("mask_rcnn_tiny golden data not found")
+        pytest.fail("mask_rcnn_tiny golden data not found beside the checkout")
     cfg = from_detectron2_config(d / "config.yaml")
     expected = get_config(
         "mask_rcnn_R_50_FPN", [*tiny_overrides, "input.min_size_train=[256]", "input.max_size_train=384"]

@@ -17,7 +17,7 @@ IMAGES = ["00000", "00001", "00002", "00003", "00004", "00005", "blank_noise", "
 def golden_dir(reference_dir):
     d = reference_dir / "golden" / "mask_rcnn_tiny"
     if not (d / "model.pth").is_file():
-        pytest.skip("mask_rcnn_tiny golden data not found")
+        pytest.fail("mask_rcnn_tiny golden data not found beside the checkout")
     return d
 
 

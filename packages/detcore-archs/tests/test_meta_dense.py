@@ -88,7 +88,7 @@ def _gt(h: int, w: int, boxes: list[list[float]], classes: list[int]) -> Instanc
 def test_retinanet_state_dict_matches_detectron2(reference_dir):
     path = reference_dir / "detectron2-state-dicts" / "retinanet_R_50_FPN.txt"
     if not path.is_file():
-        pytest.skip(f"{path} not found")
+        pytest.fail(f"{path} not found (the reference data must be beside the checkout)")
     expected = _read_reference(path)
     with torch.device("meta"):
         model = _retinanet(small=False)

@@ -45,7 +45,7 @@ def _model(small: bool) -> SemanticSegmentor:
 def test_state_dict_matches_detectron2(reference_dir):
     path = reference_dir / "detectron2-state-dicts" / "semantic_R_50_FPN.txt"
     if not path.is_file():
-        pytest.skip(f"{path} not found")
+        pytest.fail(f"{path} not found (the reference data must be beside the checkout)")
     expected = _read_reference(path)
     with torch.device("meta"):
         model = _model(small=False)

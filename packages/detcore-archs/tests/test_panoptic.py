@@ -63,7 +63,7 @@ def _panoptic(small: bool, **kwargs) -> PanopticFPN:
 def test_state_dict_matches_detectron2(reference_dir):
     path = reference_dir / "detectron2-state-dicts" / "panoptic_fpn_R_50.txt"
     if not path.is_file():
-        pytest.skip(f"{path} not found")
+        pytest.fail(f"{path} not found (the reference data must be beside the checkout)")
     expected = _read_reference(path)
     with torch.device("meta"):
         model = _panoptic(small=False)

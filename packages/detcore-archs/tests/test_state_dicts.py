@@ -37,7 +37,7 @@ def _read_reference(path):
 def test_state_dict_matches_detectron2(reference_dir, name):
     path = reference_dir / "detectron2-state-dicts" / f"{name}.txt"
     if not path.is_file():
-        pytest.skip(f"{path} not found")
+        pytest.fail(f"{path} not found (the reference data must be beside the checkout)")
     expected = _read_reference(path)
     model = build_model(get_config(name), device="meta")  # names, shapes and dtypes only: no init cost
     assert next(model.parameters()).is_meta

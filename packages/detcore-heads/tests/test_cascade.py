@@ -114,7 +114,7 @@ _LOSS_KEYS = {f"loss_{n}_stage{k}" for n in ("cls", "box_reg") for k in range(3)
 def _reference(reference_dir, name):
     path = reference_dir / "detectron2-state-dicts" / f"{name}.txt"
     if not path.is_file():
-        pytest.skip(f"{path} not found")
+        pytest.fail(f"{path} not found (the reference data must be beside the checkout)")
     out = {}
     for line in path.read_text().splitlines():
         if line.startswith("#") or not line.startswith("roi_heads."):

@@ -29,7 +29,7 @@ SCALES = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
 def golden_dir(reference_dir):
     d = reference_dir / "golden" / "mask_rcnn_tiny"
     if not (d / "model.pth").is_file():
-        pytest.skip("mask_rcnn_tiny golden data not found")
+        pytest.fail("mask_rcnn_tiny golden data not found beside the checkout")
     return d
 
 
