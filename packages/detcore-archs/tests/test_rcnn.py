@@ -3,8 +3,11 @@ post-processing (hand-computed values)."""
 
 from __future__ import annotations
 
+from importlib import resources
+
 import pytest
 import torch
+import yaml
 
 from detcore.archs import (
     GeneralizedRCNN,
@@ -13,22 +16,37 @@ from detcore.archs import (
     build_model,
     detector_postprocess,
     get_config,
+    list_configs,
     sem_seg_postprocess,
 )
-from detcore.structures import BitMasks, Boxes, Instances, Keypoints, PolygonMasks
+from detcore.structures import BitMasks, Boxes, Instances, Keypoints, PolygonMasks, RotatedBoxes
 
-TRAIN_CONFIGS = [
-    "rpn_R_50_FPN",
-    "faster_rcnn_R_50_FPN",
-    "mask_rcnn_R_50_FPN",
-    "faster_rcnn_R_50_C4",
-    "mask_rcnn_R_50_C4",
-    "faster_rcnn_R_50_DC5",
-    "faster_rcnn_X_101_32x8d_FPN",
-    "keypoint_rcnn_R_50_FPN",
-    "mask_rcnn_R_50_FPN_dconv_c3-c5",
-    "retinanet_R_50_FPN",
-]
+
+def _alias_target(name: str) -> str | None:
+    """The config a named config is an alias of (its YAML is only ``_base_: <other>.yaml``), else None."""
+    text = (resources.files("detcore.archs") / "configs" / f"{name}.yaml").read_text()
+    data = yaml.safe_load(text)
+    if set(data) == {"_base_"} and isinstance(data["_base_"], str) and not data["_base_"].startswith("Base-"):
+        return data["_base_"][: -len(".yaml")]
+    return None
+
+
+def _final_target(name: str) -> str:
+    while (t := _alias_target(name)) is not None:
+        name = t
+    return name
+
+
+ALIASES = {n: _final_target(n) for n in list_configs() if _alias_target(n) is not None}
+# every named config shipped with detcore.archs, aliases once (test_aliases_equal_their_targets)
+TRAIN_CONFIGS = [n for n in list_configs() if n not in ALIASES]
+
+
+def test_aliases_equal_their_targets():
+    assert {"mask_rcnn_R_50_FPN", "cascade_mask_rcnn_R_50_FPN", "fcos_R_50_FPN"} <= set(ALIASES)
+    for alias, target in ALIASES.items():
+        assert target in TRAIN_CONFIGS, alias
+        assert get_config(alias) == get_config(target), alias
 
 
 def _targets(h: int, w: int, num_classes: int, g: torch.Generator, bitmask: bool) -> Instances:
@@ -51,6 +69,13 @@ def _targets(h: int, w: int, num_classes: int, g: torch.Generator, bitmask: bool
     return t
 
 
+def _rotated_targets(h: int, w: int, num_classes: int, g: torch.Generator) -> Instances:
+    t = Instances((h, w))
+    t.gt_boxes = RotatedBoxes(torch.tensor([[22.0, 18.0, 36.0, 24.0, 0.0], [40.0, 34.0, 40.0, 30.0, 30.0]]))
+    t.gt_classes = torch.randint(0, num_classes, (2,), generator=g)
+    return t
+
+
 def _narrow(name: str) -> list[str]:
     """Overrides that keep an architecture (depth, blocks, heads, names) but make every layer narrow, so a
     CPU training step takes a fraction of a second."""
@@ -60,9 +85,15 @@ def _narrow(name: str) -> list[str]:
     width = 1 if fpn and m.backbone.resnet.num_groups > 1 else 4
     res = "model.backbone.resnet." if fpn else "model.backbone."
     out = [f"{res}stem_out_channels=8", f"{res}res2_out_channels=16", f"{res}width_per_group={width}"]
-    if m.backbone_name in ("resnet_fpn", "retinanet_resnet_fpn"):
-        out.append("model.backbone.fpn.out_channels=16")
-    if m.meta_architecture == "GeneralizedRCNN":
+    if fpn:
+        # GroupNorm(32) in the FCOS / semantic heads needs multiples of 32 channels (FCOS: 2 per group, for
+        # the 1x1 p7 map of a small image)
+        fpn_channels = {"FCOS": 64, "SemanticSegmentor": 32, "PanopticFPN": 32}.get(m.meta_architecture, 16)
+        out.append(f"model.backbone.fpn.out_channels={fpn_channels}")
+    if m.meta_architecture in ("SemanticSegmentor", "PanopticFPN"):
+        out.append("model.sem_seg_head.conv_dims=32")
+    if m.meta_architecture in ("GeneralizedRCNN", "PanopticFPN"):
+        out.append("model.roi_heads.batch_size_per_image=64")
         if m.roi_heads_name == "Res5ROIHeads":
             out += ["model.roi_heads.res2_out_channels=16", "model.roi_heads.width_per_group=4"]
         else:
@@ -74,40 +105,77 @@ def _narrow(name: str) -> list[str]:
     return out
 
 
+def _num_classes(cfg) -> int:
+    m = cfg.model
+    if m.meta_architecture == "RetinaNet":
+        return m.retinanet.num_classes
+    if m.meta_architecture == "FCOS":
+        return m.fcos.num_classes
+    return getattr(m.roi_heads, "num_classes", 80)
+
+
+def _expected_losses(cfg) -> set[str]:
+    m = cfg.model
+    arch = m.meta_architecture
+    if arch == "RetinaNet":
+        return {"loss_cls", "loss_box_reg"}
+    if arch == "FCOS":
+        return {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr"}
+    if arch == "SemanticSegmentor":
+        return {"loss_sem_seg"}
+    expected = {"loss_rpn_cls", "loss_rpn_loc"}
+    if arch == "ProposalNetwork":
+        return expected
+    if m.roi_heads_name == "CascadeROIHeads":
+        n = len(m.roi_heads.cascade_ious)
+        expected |= {f"{k}_stage{i}" for k in ("loss_cls", "loss_box_reg") for i in range(n)}
+    else:
+        expected |= {"loss_cls", "loss_box_reg"}
+    if m.roi_heads.mask_on:
+        expected.add("loss_mask")
+    if getattr(m.roi_heads, "keypoint_on", False):
+        expected.add("loss_keypoint")
+    if arch == "PanopticFPN":
+        expected.add("loss_sem_seg")
+    return expected
+
+
+def _train_inputs(cfg, g: torch.Generator) -> list[dict]:
+    num_classes = _num_classes(cfg)
+    rotated = cfg.model.proposal_generator_name == "RRPN"
+    inputs = []
+    for i, (h, w) in enumerate(((64, 72), (60, 80))):
+        if i == 0:
+            image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
+        else:
+            image = torch.rand(3, h, w, generator=g) * 255
+        x = {"image": image}
+        if rotated:
+            x["instances"] = _rotated_targets(h, w, num_classes, g)
+        else:
+            x["instances"] = _targets(h, w, num_classes, g, bitmask=i == 1)
+        if cfg.model.meta_architecture in ("SemanticSegmentor", "PanopticFPN"):
+            sem = torch.randint(0, cfg.model.sem_seg_head.num_classes, (h, w), generator=g)
+            sem[:4] = cfg.model.sem_seg_head.ignore_value
+            x["sem_seg"] = sem
+        inputs.append(x)
+    return inputs
+
+
 @pytest.mark.parametrize("name", TRAIN_CONFIGS)
-def test_training_step(name):
+def test_training_step_and_inference(name):
+    """Every named config, narrowed: one training step (finite losses and gradients), then CPU inference."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     cfg = get_config(name, _narrow(name))
     full = get_config(name)
+    assert cfg.model.meta_architecture == full.model.meta_architecture
     assert cfg.model.backbone_name == full.model.backbone_name
     assert cfg.model.roi_heads_name == full.model.roi_heads_name
+    assert cfg.model.proposal_generator_name == full.model.proposal_generator_name
     model = build_model(cfg).train()
-    if cfg.model.meta_architecture == "RetinaNet":
-        num_classes = cfg.model.retinanet.num_classes
-    else:
-        num_classes = getattr(cfg.model.roi_heads, "num_classes", 80)
-    inputs = [
-        {
-            "image": torch.randint(0, 256, (3, 64, 72), dtype=torch.uint8, generator=g),
-            "instances": _targets(64, 72, num_classes, g, bitmask=False),
-        },
-        {
-            "image": torch.rand(3, 60, 80, generator=g) * 255,
-            "instances": _targets(60, 80, num_classes, g, bitmask=True),
-        },
-    ]
-    losses = model(inputs)
-    expected = {"loss_rpn_cls", "loss_rpn_loc"}
-    if cfg.model.meta_architecture == "RetinaNet":
-        expected = {"loss_cls", "loss_box_reg"}
-    elif cfg.model.meta_architecture == "GeneralizedRCNN":
-        expected |= {"loss_cls", "loss_box_reg"}
-        if cfg.model.roi_heads.mask_on:
-            expected.add("loss_mask")
-        if getattr(cfg.model.roi_heads, "keypoint_on", False):
-            expected.add("loss_keypoint")
-    assert set(losses) == expected
+    losses = model(_train_inputs(cfg, g))
+    assert set(losses) == _expected_losses(cfg)
     for k, v in losses.items():
         assert v.dim() == 0 and torch.isfinite(v), (k, v)
     total = sum(losses.values())
@@ -120,6 +188,37 @@ def test_training_step(name):
         if hasattr(model.backbone, "bottom_up")
         else True
     )
+
+    model.eval()
+    img = torch.randint(0, 256, (3, 50, 70), dtype=torch.uint8, generator=g)
+    with torch.no_grad():
+        out = model([{"image": img, "height": 100, "width": 140}])
+    assert len(out) == 1
+    arch = cfg.model.meta_architecture
+    if arch == "ProposalNetwork":
+        assert set(out[0]) == {"proposals"}
+        assert out[0]["proposals"].image_size == (100, 140)
+        return
+    if arch in ("SemanticSegmentor", "PanopticFPN"):
+        sem = out[0]["sem_seg"]
+        assert sem.shape == (cfg.model.sem_seg_head.num_classes, 100, 140) and torch.isfinite(sem).all()
+    if arch == "SemanticSegmentor":
+        assert set(out[0]) == {"sem_seg"}
+        return
+    if arch == "PanopticFPN":
+        assert set(out[0]) == {"sem_seg", "instances", "panoptic_seg"}
+        pan, info = out[0]["panoptic_seg"]
+        assert pan.shape == (100, 140) and pan.dtype == torch.int32
+        assert int(pan.max()) == len(info)
+    inst = out[0]["instances"]
+    assert inst.image_size == (100, 140)
+    assert torch.isfinite(inst.scores).all()
+    assert ((inst.scores >= 0) & (inst.scores <= 1)).all()
+    assert ((inst.pred_classes >= 0) & (inst.pred_classes < _num_classes(cfg))).all()
+    box_dim = 5 if cfg.model.roi_heads_name == "RROIHeads" and arch != "FCOS" else 4
+    if arch in ("RetinaNet", "FCOS"):
+        box_dim = 4
+    assert inst.pred_boxes.tensor.shape == (len(inst), box_dim)
 
 
 @pytest.fixture(scope="module")

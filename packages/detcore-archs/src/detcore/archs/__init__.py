@@ -13,8 +13,10 @@ from detcore.archs.build import build_model
 from detcore.archs.checkpoint import KeyReport, load_checkpoint, load_state_dict_file, save_checkpoint
 from detcore.archs.config import (
     Config,
+    FCOSConfig,
     InputConfig,
     ModelConfig,
+    PanopticConfig,
     RetinaNetConfig,
     config_from_dict,
     config_to_dict,
@@ -40,10 +42,12 @@ __all__ = [
     "FCOS",
     "Config",
     "DenseDetector",
+    "FCOSConfig",
     "GeneralizedRCNN",
     "InputConfig",
     "KeyReport",
     "ModelConfig",
+    "PanopticConfig",
     "PanopticFPN",
     "ProposalNetwork",
     "RetinaNet",

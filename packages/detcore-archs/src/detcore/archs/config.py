@@ -33,13 +33,17 @@ import yaml
 from detcore.backbones import ResNetConfig
 from detcore.heads import DefaultAnchorGeneratorConfig, RPNConfig
 from detcore.heads.dense import RetinaNetHeadConfig
+from detcore.heads.dense.fcos_head import FCOSHeadConfig
 from detcore.heads.roi_heads import Res5ROIHeadsConfig
+from detcore.heads.sem_seg import SemSegFPNHeadConfig
 from detcore.plugins import PluginError, get_component, get_plugin_manager
 
 __all__ = [
     "Config",
+    "FCOSConfig",
     "InputConfig",
     "ModelConfig",
+    "PanopticConfig",
     "RetinaNetConfig",
     "config_from_dict",
     "config_to_dict",
@@ -119,16 +123,66 @@ class RetinaNetConfig:
 
 
 @dataclass(frozen=True)
+class FCOSConfig:
+    """The FCOS meta-architecture's settings (detectron2's ``configs/common/models/fcos.py``).
+
+    Attributes:
+        num_classes: foreground classes (overrides the head config's ``num_classes``).
+        in_features: feature maps the head runs on (one point "anchor" per position).
+        head_name / head: the "dense_head" component and its config.
+        center_sampling_radius: positives lie within this many strides of a box centre.
+        focal_loss_alpha / focal_loss_gamma: sigmoid focal loss.
+        test_score_thresh / test_topk_candidates / test_nms_thresh / max_detections_per_image: inference.
+    """
+
+    num_classes: int = 80
+    in_features: tuple[str, ...] = ("p3", "p4", "p5", "p6", "p7")
+    head_name: str = "FCOSHead"
+    head: Any = field(default_factory=FCOSHeadConfig)
+    center_sampling_radius: float = 1.5
+    focal_loss_alpha: float = 0.25
+    focal_loss_gamma: float = 2.0
+    test_score_thresh: float = 0.2
+    test_topk_candidates: int = 1000
+    test_nms_thresh: float = 0.6
+    max_detections_per_image: int = 100
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "in_features", tuple(self.in_features))
+
+
+@dataclass(frozen=True)
+class PanopticConfig:
+    """The PanopticFPN combination of instance and semantic outputs (detectron2's
+    ``MODEL.PANOPTIC_FPN.COMBINE.*``).
+
+    Attributes:
+        combine_overlap_thresh: an instance is dropped when more than this fraction of its mask is taken.
+        combine_stuff_area_thresh: stuff regions smaller than this (pixels) are dropped.
+        combine_instances_score_thresh: instances scoring below this are dropped.
+    """
+
+    combine_overlap_thresh: float = 0.5
+    combine_stuff_area_thresh: float = 4096.0
+    combine_instances_score_thresh: float = 0.5
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The model (detectron2's ``MODEL.*``); each component is a registered name plus its config.
 
     Attributes:
-        meta_architecture: registered "meta_arch" name ("GeneralizedRCNN", "ProposalNetwork").
+        meta_architecture: registered "meta_arch" name ("GeneralizedRCNN", "ProposalNetwork", "RetinaNet",
+            "FCOS", "SemanticSegmentor", "PanopticFPN").
         backbone_name / backbone: "backbone" component and its config (default: detectron2's C4 ResNet-50).
         proposal_generator_name / proposal_generator: "proposal_generator" component ("PrecomputedProposals":
             none, proposals come with the inputs; its config is then None).
         roi_heads_name / roi_heads: "roi_heads" component and its config (unused by ProposalNetwork).
         retinanet: settings of the RetinaNet meta-architecture (unused by the others).
+        fcos: settings of the FCOS meta-architecture (unused by the others).
+        sem_seg_head_name / sem_seg_head: "sem_seg_head" component and its config (SemanticSegmentor and
+            PanopticFPN only).
+        panoptic: PanopticFPN's combination thresholds (unused by the others).
         pixel_mean / pixel_std: per-channel normalisation of the input image.
         input_format: channel order of the input images, "BGR" or "RGB".
         vis_period: training visualisation period (0: off; kept for detectron2 compatibility).
@@ -143,6 +197,10 @@ class ModelConfig:
     roi_heads_name: str = "Res5ROIHeads"
     roi_heads: Any = field(default_factory=Res5ROIHeadsConfig)
     retinanet: RetinaNetConfig = field(default_factory=RetinaNetConfig)
+    fcos: FCOSConfig = field(default_factory=FCOSConfig)
+    sem_seg_head_name: str = "SemSegFPNHead"
+    sem_seg_head: Any = field(default_factory=SemSegFPNHeadConfig)
+    panoptic: PanopticConfig = field(default_factory=PanopticConfig)
     pixel_mean: tuple[float, ...] = (103.53, 116.28, 123.675)
     pixel_std: tuple[float, ...] = (1.0, 1.0, 1.0)
     input_format: str = "BGR"

@@ -54,13 +54,11 @@ class BufferList(nn.Module):
 
 def _grid_offsets(size: Sequence[int], stride: float, offset: float, like: Tensor) -> tuple[Tensor, Tensor]:
     """x and y shifts [H*W] of every grid position, row-major (y outer, x inner)."""
-    grid_height, grid_width = int(size[0]), int(size[1])
-    shifts_x = torch.arange(
-        offset * stride, grid_width * stride, step=stride, dtype=torch.float32, device=like.device
-    )
-    shifts_y = torch.arange(
-        offset * stride, grid_height * stride, step=stride, dtype=torch.float32, device=like.device
-    )
+    # sizes stay symbolic under torch.export (no int(), no float arange end); i * stride + offset * stride is
+    # exact (multiples of half the stride), the same values as detectron2's float arange
+    grid_height, grid_width = size[0], size[1]
+    shifts_x = torch.arange(grid_width, dtype=torch.float32, device=like.device) * stride + offset * stride
+    shifts_y = torch.arange(grid_height, dtype=torch.float32, device=like.device) * stride + offset * stride
     # detectron2 builds these with a float32 arange; the values are exact multiples of the stride.
     shifts_x = shifts_x.to(like.dtype)
     shifts_y = shifts_y.to(like.dtype)
@@ -75,7 +73,7 @@ def _xyxy_grid(size: Sequence[int], stride: float, offset: float, base: Tensor) 
     as one grid row ``x_shift + base`` (y shift 0) plus the row's y shift on the y coordinates, so that the
     large operation has a long contiguous inner dimension.
     """
-    h, w = int(size[0]), int(size[1])
+    h, w = size[0], size[1]  # no int(): keeps symbolic sizes symbolic under torch.export
     num_cells = base.shape[0]
     shift_x, _ = _grid_offsets((1, w), stride, offset, base)
     _, shift_y = _grid_offsets((h, 1), stride, offset, base)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
 from detcore.archs.meta_arch.dense_detector import DenseDetector
+from detcore.heads.build import build_component
 from detcore.heads.dense import FCOSLogic, fcos_anchor_generator
 from detcore.structures import ImageList, Instances
 
@@ -72,6 +74,39 @@ class FCOS(DenseDetector):
             test_nms_thresh=test_nms_thresh,
             max_detections_per_image=max_detections_per_image,
         )
+
+    @classmethod
+    def from_config(cls, cfg: Any, input_shape: Any = None) -> dict[str, Any]:
+        """Constructor kwargs from a ``ModelConfig`` (its ``fcos`` settings)."""
+        del input_shape
+        f = cfg.fcos
+        backbone = cls._backbone_from_config(cfg)
+        all_shapes = backbone.output_shape()
+        missing = [n for n in f.in_features if n not in all_shapes]
+        if missing:
+            raise ValueError(f"fcos.in_features {missing} are not backbone outputs ({sorted(all_shapes)})")
+        shapes = [all_shapes[n] for n in f.in_features]
+        head_cfg = f.head
+        if dataclasses.is_dataclass(head_cfg) and any(
+            fl.name == "num_classes" for fl in dataclasses.fields(head_cfg)
+        ):
+            head_cfg = dataclasses.replace(head_cfg, num_classes=f.num_classes)
+        return {
+            "backbone": backbone,
+            "head": build_component("dense_head", f.head_name, head_cfg, shapes, num_anchors=1),
+            "head_in_features": list(f.in_features),
+            "num_classes": f.num_classes,
+            "center_sampling_radius": f.center_sampling_radius,
+            "focal_loss_alpha": f.focal_loss_alpha,
+            "focal_loss_gamma": f.focal_loss_gamma,
+            "test_score_thresh": f.test_score_thresh,
+            "test_topk_candidates": f.test_topk_candidates,
+            "test_nms_thresh": f.test_nms_thresh,
+            "max_detections_per_image": f.max_detections_per_image,
+            "pixel_mean": cfg.pixel_mean,
+            "pixel_std": cfg.pixel_std,
+            "input_format": cfg.input_format,
+        }
 
     @property
     def num_classes(self) -> int:

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from detcore.archs.meta_arch.postprocessing import detector_postprocess, sem_seg_postprocess
 from detcore.archs.meta_arch.rcnn import GeneralizedRCNN, _output_size
 from detcore.archs.meta_arch.semantic_seg import batch_sem_seg_targets
+from detcore.heads.build import build_component
 from detcore.structures import Instances
 
 __all__ = ["PanopticFPN", "combine_semantic_and_instance_outputs"]
@@ -60,6 +61,20 @@ class PanopticFPN(GeneralizedRCNN):
         self.combine_overlap_thresh = float(combine_overlap_thresh)
         self.combine_stuff_area_thresh = float(combine_stuff_area_thresh)
         self.combine_instances_score_thresh = float(combine_instances_score_thresh)
+
+    @classmethod
+    def from_config(cls, cfg: Any, input_shape: Any = None) -> dict[str, Any]:
+        """Constructor kwargs from a ``ModelConfig``: :class:`GeneralizedRCNN`'s, plus ``sem_seg_head`` on the
+        same backbone and the ``panoptic`` combination thresholds."""
+        kwargs = super().from_config(cfg, input_shape)
+        kwargs["sem_seg_head"] = build_component(
+            "sem_seg_head", cfg.sem_seg_head_name, cfg.sem_seg_head, kwargs["backbone"].output_shape()
+        )
+        p = cfg.panoptic
+        kwargs["combine_overlap_thresh"] = p.combine_overlap_thresh
+        kwargs["combine_stuff_area_thresh"] = p.combine_stuff_area_thresh
+        kwargs["combine_instances_score_thresh"] = p.combine_instances_score_thresh
+        return kwargs
 
     def forward(self, batched_inputs: Sequence[Mapping[str, Any]]) -> Any:
         """Training: the semantic, proposal and detector losses; inference: see :meth:`inference`.

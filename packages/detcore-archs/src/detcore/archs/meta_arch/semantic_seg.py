@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from detcore.archs.meta_arch.postprocessing import sem_seg_postprocess
 from detcore.archs.meta_arch.rcnn import _output_size, _RCNNBase
+from detcore.heads.build import build_component
 from detcore.structures import ImageList
 
 __all__ = ["SemanticSegmentor", "batch_sem_seg_targets"]
@@ -90,6 +91,20 @@ class SemanticSegmentor(_RCNNBase):
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
         self._init_pixels(pixel_mean, pixel_std)
+
+    @classmethod
+    def from_config(cls, cfg: Any, input_shape: Any = None) -> dict[str, Any]:
+        """Constructor kwargs from a ``ModelConfig`` (its backbone and ``sem_seg_head``)."""
+        del input_shape
+        backbone = cls._backbone_from_config(cfg)
+        return {
+            "backbone": backbone,
+            "sem_seg_head": build_component(
+                "sem_seg_head", cfg.sem_seg_head_name, cfg.sem_seg_head, backbone.output_shape()
+            ),
+            "pixel_mean": cfg.pixel_mean,
+            "pixel_std": cfg.pixel_std,
+        }
 
     def forward(self, batched_inputs: Sequence[Mapping[str, Any]]) -> Any:
         """Training: ``{"loss_sem_seg": Tensor}``; inference: ``[{"sem_seg": Tensor[C, height, width]}]``.
