@@ -11,9 +11,10 @@ random weights (seed 0, ``weights=None, weights_backbone=None``) and 80 object c
 with background for the R-CNNs, 80 for RetinaNet), and :func:`convert_torchvision_detection` renames its
 state dict to detcore's names (torchvision's background class 0 moves to detectron2's last column of
 ``cls_score``; its rows of ``bbox_pred`` and the mask logits are dropped). detcore is built with
-``stride_in_1x1=False`` (torchvision's ResNet puts the stride in the 3x3 conv). torchvision's input
-normalisation is set to detcore's (BGR pixel means on the 0..255 scale, std 1), so both see the same
-normalised image. Random weights give no detections above the 0.05 score threshold, so the classifier
+``stride_in_1x1=False`` (torchvision's ResNet puts the stride in the 3x3 conv). torchvision's weights take RGB
+input, so detcore is given ``input_format=RGB`` with detectron2's pixel means in RGB order, and
+torchvision's normalisation is set to the same means on the 0..255 scale with std 1: both see the same
+normalised image (checked: identical FPN features). Random weights give no detections above the 0.05 score threshold, so the classifier
 biases of a few classes are raised (same in both): each model then keeps its full 100 detections per
 image, and Mask R-CNN runs its mask head on 100 boxes.
 
@@ -53,7 +54,7 @@ PAIRS = [
     ("retinanet_R_50_FPN", "retinanet_resnet50_fpn"),
 ]
 HEIGHT, WIDTH = 800, 1333
-PIXEL_MEAN_BGR = (103.53, 116.28, 123.675)
+PIXEL_MEAN_RGB = (123.675, 116.28, 103.53)  # detectron2's means, in torchvision's RGB order
 BOOSTED_CLASSES = (1, 2, 3, 4, 5)  # torchvision class ids whose classifier bias is raised
 
 
@@ -154,7 +155,7 @@ def _torchvision_model(tv_name: str) -> torch.nn.Module:
         "weights_backbone": None,
         "min_size": HEIGHT,
         "max_size": WIDTH,
-        "image_mean": [m / 255.0 for m in PIXEL_MEAN_BGR[::-1]],
+        "image_mean": [m / 255.0 for m in PIXEL_MEAN_RGB],
         "image_std": [1 / 255.0] * 3,
     }
     if tv_name.startswith("retinanet"):
@@ -204,7 +205,7 @@ def _calibrate_batchnorm(body: torch.nn.Module) -> None:
         m.register_forward_pre_hook(hook) for m in body.modules() if isinstance(m, torch.nn.BatchNorm2d)
     ]
     _, rgb = _image()
-    mean = torch.tensor(PIXEL_MEAN_BGR[::-1]).view(3, 1, 1)
+    mean = torch.tensor(PIXEL_MEAN_RGB).view(3, 1, 1)
     with torch.no_grad():
         body((rgb * 255.0 - mean)[None])
     for h in handles:
@@ -214,7 +215,14 @@ def _calibrate_batchnorm(body: torch.nn.Module) -> None:
 def _detcore_model(name: str) -> torch.nn.Module:
     from detcore.archs import build_model, get_config
 
-    cfg = get_config(name, ["model.backbone.resnet.stride_in_1x1=false"])
+    cfg = get_config(
+        name,
+        [
+            "model.backbone.resnet.stride_in_1x1=false",
+            "model.input_format=RGB",
+            f"model.pixel_mean={list(PIXEL_MEAN_RGB)}",
+        ],
+    )
     return build_model(cfg).eval()
 
 
@@ -234,18 +242,18 @@ def _build_pair(name: str, tv_name: str) -> tuple[torch.nn.Module, torch.nn.Modu
 
 
 def _image() -> tuple[torch.Tensor, torch.Tensor]:
-    """(detcore input Tensor[3, H, W] uint8 BGR, torchvision input Tensor[3, H, W] float RGB in [0, 1])."""
+    """(detcore input Tensor[3, H, W] uint8 RGB, torchvision input Tensor[3, H, W] float RGB in [0, 1])."""
     g = torch.Generator().manual_seed(0)
     rgb = torch.randint(0, 256, (3, HEIGHT, WIDTH), dtype=torch.uint8, generator=g)
-    return rgb.flip(0).contiguous(), rgb.float().div(255.0)
+    return rgb, rgb.float().div(255.0)
 
 
 def _runners(dc_model, tv_model) -> tuple[Callable[[], object], Callable[[], object]]:
-    bgr, rgb = _image()
+    rgb_u8, rgb = _image()
 
     def run_detcore():
         with torch.no_grad():
-            return dc_model([{"image": bgr}])
+            return dc_model([{"image": rgb_u8}])
 
     def run_torchvision():
         with torch.no_grad():
@@ -281,10 +289,10 @@ def _memory_child(name: str, tv_name: str, which: str, weights: str) -> None:
     else:
         model = _torchvision_model(tv_name)
     model.load_state_dict(torch.load(weights, weights_only=True), strict=which == "torchvision")
-    bgr, rgb = _image()
+    rgb_u8, rgb = _image()
     built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with torch.no_grad():
-        model([{"image": bgr}] if which == "detcore" else [rgb])
+        model([{"image": rgb_u8}] if which == "detcore" else [rgb])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"built_mb": built, "peak_mb": peak}))
 
