@@ -26,16 +26,17 @@ convolutions cannot share weights (both keep their own random init; detcore's do
 torchvision receives a float image already divided by 255 (its API), detcore the uint8 image.
 
 Timings alternate between the two models (warm-up once, median of 3). Peak memory: each model runs one
-inference in a fresh subprocess (``python bench_archs.py --memory ...``) that reports ``ru_maxrss`` after
-building the model and after the inference; the row note gives the peak RSS and the inference's increase.
+inference in a fresh subprocess (``python bench_archs.py --memory ...``) that reports its resident set size
+after building the model and its high-water mark during the inference (``/proc/self/status`` VmRSS and
+VmHWM, the mark reset after building); the row note gives the peak and its increase over the built model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -146,7 +147,7 @@ def convert_torchvision_detection(state_dict: Mapping[str, torch.Tensor]) -> dic
     return out
 
 
-def _torchvision_model(tv_name: str) -> torch.nn.Module:
+def _torchvision_model(tv_name: str, calibrate: bool = True) -> torch.nn.Module:
     import torchvision
 
     builder = getattr(torchvision.models.detection, tv_name)
@@ -177,7 +178,8 @@ def _torchvision_model(tv_name: str) -> torch.nn.Module:
             "box_detections_per_img": 100,
         }
     model = builder(**common, **kwargs).eval()
-    _calibrate_batchnorm(model.backbone.body)
+    if calibrate:
+        _calibrate_batchnorm(model.backbone.body)
     with torch.no_grad():
         if tv_name.startswith("retinanet"):
             bias = model.head.classification_head.cls_logits.bias  # [A * K], anchor-major
@@ -280,20 +282,34 @@ def _interleaved_medians(fn_a, fn_b, repeats: int) -> tuple[float, float]:
     return statistics.median(ta), statistics.median(tb)
 
 
+def _proc_status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
 def _memory_child(name: str, tv_name: str, which: str, weights: str) -> None:
-    """Build one model, run one inference, print {"built_mb", "peak_mb"} (ru_maxrss) as JSON."""
+    """Build one model, run one inference, print {"built_mb", "peak_mb"} as JSON.
+
+    ``built_mb`` is the resident set size (VmRSS) before the inference, ``peak_mb`` the high-water mark
+    (VmHWM) of the inference: the mark is reset after building (``/proc/self/clear_refs``) where the kernel
+    allows it. ``ru_maxrss`` is not used: Linux carries it over from the parent through fork and exec.
+    """
     torch.set_num_threads(2)
     torch.manual_seed(0)
     if which == "detcore":
         model = _detcore_model(name)
     else:
-        model = _torchvision_model(tv_name)
+        model = _torchvision_model(tv_name, calibrate=False)
     model.load_state_dict(torch.load(weights, weights_only=True), strict=which == "torchvision")
     rgb_u8, rgb = _image()
-    built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    built = _proc_status_mb("VmRSS")
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
     with torch.no_grad():
         model([{"image": rgb_u8}] if which == "detcore" else [rgb])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _proc_status_mb("VmHWM")
     print(json.dumps({"built_mb": built, "peak_mb": peak}))
 
 
