@@ -11,12 +11,14 @@ random weights (seed 0, ``weights=None, weights_backbone=None``) and 80 object c
 with background for the R-CNNs, 80 for RetinaNet), and :func:`convert_torchvision_detection` renames its
 state dict to detcore's names (torchvision's background class 0 moves to detectron2's last column of
 ``cls_score``; its rows of ``bbox_pred`` and the mask logits are dropped). detcore is built with
-``stride_in_1x1=False`` (torchvision's ResNet puts the stride in the 3x3 conv). torchvision's weights take RGB
-input, so detcore is given ``input_format=RGB`` with detectron2's pixel means in RGB order, and
-torchvision's normalisation is set to the same means on the 0..255 scale with std 1: both see the same
-normalised image (checked: identical FPN features). Random weights give no detections above the 0.05 score threshold, so the classifier
-biases of a few classes are raised (same in both): each model then keeps its full 100 detections per
-image, and Mask R-CNN runs its mask head on 100 boxes.
+``stride_in_1x1=False`` (torchvision's ResNet puts the stride in the 3x3 conv). torchvision's
+weights take RGB input, so detcore is given ``input_format=RGB`` with detectron2's pixel means in RGB
+order, and torchvision's normalisation is set to the same means on the 0..255 scale with std 1: both see
+the same normalised image (checked: identical FPN features). Random weights need two adjustments to give
+realistic work after the backbone (made once, to the shared weights): the BatchNorm running statistics are
+set to those of the benchmark image (else activations blow up, every score saturates and every box
+degenerates), and the classifier biases of five classes are raised (else no score passes 0.05); each model
+then keeps its full 100 detections, and Mask R-CNN runs its mask head on 100 boxes.
 
 Sizes: RPN pre/post-NMS top-n 1000/1000 (test), 100 detections per image, score threshold 0.05, NMS 0.5,
 min/max size 800/1333 (an 800x1333 input is not resized by either; torchvision still calls its resize,
