@@ -34,7 +34,7 @@ def _cases():
 def _reference(reference_dir, name):
     path = reference_dir / "detectron2-state-dicts" / f"{name}.txt"
     if not path.is_file():
-        pytest.skip(f"{path} not found")
+        pytest.fail(f"{path} not found (the reference data must be beside the checkout)")
     out = {}
     for line in path.read_text().splitlines():
         if line.startswith("#") or not line.startswith("roi_heads."):

@@ -38,7 +38,7 @@ def _load_rpn_from_golden(golden) -> RPN:
 def golden(reference_dir):
     path = reference_dir / "golden" / "mask_rcnn_tiny"
     if not (path / "model.pth").exists():
-        pytest.skip("golden mask_rcnn_tiny data not available")
+        pytest.fail("golden mask_rcnn_tiny data not found beside the checkout")
     return path
 
 
