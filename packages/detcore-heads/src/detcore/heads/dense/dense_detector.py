@@ -13,6 +13,7 @@ from detcore.ops import batched_nms
 from detcore.structures import Boxes, Instances
 
 __all__ = [
+    "DenseDetectorLogic",
     "EMALossNormalizer",
     "decode_multi_level_predictions",
     "decode_per_level_predictions",
@@ -183,3 +184,28 @@ def dense_inference_single_image(
     )
     keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, nms_thresh)
     return pred[keep[:max_detections_per_image]]
+
+
+class DenseDetectorLogic:
+    """Shared inference of one-stage detectors (RetinaNet, FCOS). Subclasses set ``box2box_transform``,
+    ``test_score_thresh``, ``test_topk_candidates``, ``test_nms_thresh`` and ``max_detections_per_image``."""
+
+    def inference_single_image(
+        self,
+        anchors: Sequence[Boxes],
+        box_cls: Sequence[Tensor],
+        box_delta: Sequence[Tensor],
+        image_size: tuple[int, int],
+    ) -> Instances:
+        """Detections of one image from per-level scores ``[Ri, K]`` (probabilities) and deltas ``[Ri, 4]``."""
+        return dense_inference_single_image(
+            self.box2box_transform,
+            anchors,
+            box_cls,
+            box_delta,
+            image_size,
+            score_thresh=self.test_score_thresh,
+            topk_candidates=self.test_topk_candidates,
+            nms_thresh=self.test_nms_thresh,
+            max_detections_per_image=self.max_detections_per_image,
+        )

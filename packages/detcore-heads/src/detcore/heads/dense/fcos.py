@@ -19,8 +19,8 @@ from torch.nn import functional as F
 from detcore.heads.anchor_generator import DefaultAnchorGenerator
 from detcore.heads.box_regression import Box2BoxTransformLinear, _dense_box_regression_loss
 from detcore.heads.dense.dense_detector import (
+    DenseDetectorLogic,
     EMALossNormalizer,
-    dense_inference_single_image,
     transpose_dense_predictions,
 )
 from detcore.heads.dense.retinanet import _check_gt
@@ -157,7 +157,7 @@ def fcos_ctrness_targets(
     return torch.sqrt(ctrness)
 
 
-class FCOSLogic:
+class FCOSLogic(DenseDetectorLogic):
     """FCOS's labelling, losses and inference with detectron2's defaults.
 
     Losses ("loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr") are sums divided by the EMA (initial 300,
@@ -282,26 +282,6 @@ class FCOSLogic:
         )
         gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
         return self.losses(anchors, pred_logits, gt_labels, pred_deltas, gt_boxes, pred_ctr)
-
-    def inference_single_image(
-        self,
-        anchors: Sequence[Boxes],
-        box_cls: Sequence[Tensor],
-        box_delta: Sequence[Tensor],
-        image_size: tuple[int, int],
-    ) -> Instances:
-        """Detections of one image from per-level scores ``[Ri, K]`` and deltas ``[Ri, 4]``."""
-        return dense_inference_single_image(
-            self.box2box_transform,
-            anchors,
-            box_cls,
-            box_delta,
-            image_size,
-            score_thresh=self.test_score_thresh,
-            topk_candidates=self.test_topk_candidates,
-            nms_thresh=self.test_nms_thresh,
-            max_detections_per_image=self.max_detections_per_image,
-        )
 
     def forward_inference(
         self,

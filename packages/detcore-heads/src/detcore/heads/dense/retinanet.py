@@ -17,8 +17,8 @@ from torch.nn import functional as F
 from detcore.heads.anchor_generator import DefaultAnchorGeneratorConfig
 from detcore.heads.box_regression import Box2BoxTransform, _dense_box_regression_loss
 from detcore.heads.dense.dense_detector import (
+    DenseDetectorLogic,
     EMALossNormalizer,
-    dense_inference_single_image,
     transpose_dense_predictions,
 )
 from detcore.heads.matcher import Matcher
@@ -164,7 +164,7 @@ def retinanet_losses(
     return {"loss_cls": loss_cls / norm, "loss_box_reg": loss_box_reg / norm}
 
 
-class RetinaNetLogic:
+class RetinaNetLogic(DenseDetectorLogic):
     """RetinaNet's anchor labelling, losses and inference, with detectron2's defaults
     (``MODEL.RETINANET.*``). The meta-architecture runs the backbone, the head and the anchor generator and
     hands their outputs here.
@@ -269,26 +269,6 @@ class RetinaNetLogic:
         pred_logits, pred_anchor_deltas = transpose_dense_predictions(predictions, [self.num_classes, 4])
         gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
         return self.losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
-
-    def inference_single_image(
-        self,
-        anchors: Sequence[Boxes],
-        box_cls: Sequence[Tensor],
-        box_delta: Sequence[Tensor],
-        image_size: tuple[int, int],
-    ) -> Instances:
-        """Detections of one image from per-level scores ``[Ri, K]`` (probabilities) and deltas ``[Ri, 4]``."""
-        return dense_inference_single_image(
-            self.box2box_transform,
-            anchors,
-            box_cls,
-            box_delta,
-            image_size,
-            score_thresh=self.test_score_thresh,
-            topk_candidates=self.test_topk_candidates,
-            nms_thresh=self.test_nms_thresh,
-            max_detections_per_image=self.max_detections_per_image,
-        )
 
     def forward_inference(
         self,
