@@ -16,8 +16,11 @@ __all__ = ["DenseDetector"]
 
 
 class DenseDetector(_RCNNBase):
-    """A one-stage detector: ``backbone`` features of ``head_in_features`` go through ``head``; subclasses
-    implement :meth:`forward_training` (losses) and :meth:`forward_inference` (per-image Instances).
+    """A one-stage detector: ``backbone`` features of ``head_in_features`` go through ``head``. Subclasses set
+    ``anchor_generator`` (features -> per-level anchors) and ``logic`` (a detcore.heads dense-detector logic
+    with ``forward_training(anchors, predictions, gt_instances)`` and
+    ``forward_inference(anchors, predictions, image_sizes)``), which :meth:`forward_training` and
+    :meth:`forward_inference` use.
 
     State-dict names: ``backbone.*`` and ``head.*`` (pixel_mean/std are non-persistent buffers).
 
@@ -103,11 +106,21 @@ class DenseDetector(_RCNNBase):
         predictions: Any,
         gt_instances: list[Instances],
     ) -> dict[str, Tensor]:
-        """Losses from the head's predictions (implemented by subclasses)."""
-        raise NotImplementedError
+        """Losses from the head's predictions."""
+        anchors = self.anchor_generator(features)
+        return self.logic.forward_training(anchors, predictions, gt_instances)
 
     def forward_inference(
         self, images: ImageList, features: list[Tensor], predictions: Any
     ) -> list[Instances]:
-        """Per-image detections in the frame of the (resized) input (implemented by subclasses)."""
-        raise NotImplementedError
+        """Per-image ``pred_boxes`` / ``scores`` / ``pred_classes`` in the frame of the (resized) input."""
+        anchors = self.anchor_generator(features)
+        return self.logic.forward_inference(anchors, predictions, images.image_sizes)
+
+    @property
+    def num_classes(self) -> int:
+        return self.logic.num_classes
+
+    @property
+    def box2box_transform(self) -> Any:
+        return self.logic.box2box_transform

@@ -6,12 +6,11 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
 from detcore.archs.meta_arch.dense_detector import DenseDetector
 from detcore.heads.build import build_component
 from detcore.heads.dense import FCOSLogic, fcos_anchor_generator
-from detcore.structures import ImageList, Instances
 
 __all__ = ["FCOS"]
 
@@ -107,29 +106,3 @@ class FCOS(DenseDetector):
             "pixel_std": cfg.pixel_std,
             "input_format": cfg.input_format,
         }
-
-    @property
-    def num_classes(self) -> int:
-        return self.logic.num_classes
-
-    @property
-    def box2box_transform(self) -> Any:
-        return self.logic.box2box_transform
-
-    def forward_training(
-        self,
-        images: ImageList,
-        features: list[Tensor],
-        predictions: Any,
-        gt_instances: list[Instances],
-    ) -> dict[str, Tensor]:
-        """``{"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr"}`` from the head's (logits, deltas, ctrness)."""
-        anchors = self.anchor_generator(features)
-        return self.logic.forward_training(anchors, predictions, gt_instances)
-
-    def forward_inference(
-        self, images: ImageList, features: list[Tensor], predictions: Any
-    ) -> list[Instances]:
-        """Per-image ``pred_boxes`` / ``scores`` / ``pred_classes`` in the frame of the (resized) input."""
-        anchors = self.anchor_generator(features)
-        return self.logic.forward_inference(anchors, predictions, images.image_sizes)

@@ -6,14 +6,13 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
 from detcore.archs.meta_arch.dense_detector import DenseDetector
 from detcore.heads.box_regression import Box2BoxTransform
 from detcore.heads.build import build_anchor_generator, build_component
 from detcore.heads.dense import RetinaNetLogic
 from detcore.heads.matcher import Matcher
-from detcore.structures import ImageList, Instances
 
 __all__ = ["RetinaNet"]
 
@@ -145,31 +144,5 @@ class RetinaNet(DenseDetector):
         }
 
     @property
-    def num_classes(self) -> int:
-        return self.logic.num_classes
-
-    @property
-    def box2box_transform(self) -> Any:
-        return self.logic.box2box_transform
-
-    @property
     def anchor_matcher(self) -> Matcher:
         return self.logic.anchor_matcher
-
-    def forward_training(
-        self,
-        images: ImageList,
-        features: list[Tensor],
-        predictions: Any,
-        gt_instances: list[Instances],
-    ) -> dict[str, Tensor]:
-        """``{"loss_cls", "loss_box_reg"}`` from the head's ``(logits, deltas)``."""
-        anchors = self.anchor_generator(features)
-        return self.logic.forward_training(anchors, predictions, gt_instances)
-
-    def forward_inference(
-        self, images: ImageList, features: list[Tensor], predictions: Any
-    ) -> list[Instances]:
-        """Per-image ``pred_boxes`` / ``scores`` / ``pred_classes`` in the frame of the (resized) input."""
-        anchors = self.anchor_generator(features)
-        return self.logic.forward_inference(anchors, predictions, images.image_sizes)
