@@ -18,6 +18,8 @@ from detcore.archs.config import (
     ModelConfig,
     PanopticConfig,
     RetinaNetConfig,
+    TestAugConfig,
+    TestConfig,
     config_from_dict,
     config_to_dict,
     dump_config,
@@ -37,13 +39,16 @@ from detcore.archs.meta_arch.dense_detector import DenseDetector
 from detcore.archs.meta_arch.fcos import FCOS
 from detcore.archs.meta_arch.panoptic_fpn import PanopticFPN, combine_semantic_and_instance_outputs
 from detcore.archs.meta_arch.semantic_seg import SemanticSegmentor
+from detcore.archs.meta_arch.test_time_augmentation import DatasetMapperTTA, GeneralizedRCNNWithTTA
 
 __all__ = [
     "FCOS",
     "Config",
+    "DatasetMapperTTA",
     "DenseDetector",
     "FCOSConfig",
     "GeneralizedRCNN",
+    "GeneralizedRCNNWithTTA",
     "InputConfig",
     "KeyReport",
     "ModelConfig",
@@ -53,6 +58,8 @@ __all__ = [
     "RetinaNet",
     "RetinaNetConfig",
     "SemanticSegmentor",
+    "TestAugConfig",
+    "TestConfig",
     "build_model",
     "combine_semantic_and_instance_outputs",
     "config_from_dict",

@@ -45,6 +45,8 @@ __all__ = [
     "ModelConfig",
     "PanopticConfig",
     "RetinaNetConfig",
+    "TestAugConfig",
+    "TestConfig",
     "config_from_dict",
     "config_to_dict",
     "dump_config",
@@ -80,6 +82,37 @@ class InputConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "min_size_train", tuple(self.min_size_train))
+
+
+@dataclass(frozen=True)
+class TestAugConfig:
+    """Test-time augmentation (detectron2's ``TEST.AUG.*``), read by ``DatasetMapperTTA.from_config``.
+
+    Attributes:
+        enabled: run inference with test-time augmentation (``GeneralizedRCNNWithTTA``).
+        min_sizes: shortest-edge sizes; every one gives an augmented input.
+        max_size: longest-edge limit of the resized inputs.
+        flip: also add the horizontally flipped version of every resized input.
+    """
+
+    __test__ = False  # a config, not a pytest test class (its name starts with "Test")
+
+    enabled: bool = False
+    min_sizes: tuple[int, ...] = (400, 500, 600, 700, 800, 900, 1000, 1100, 1200)
+    max_size: int = 4000
+    flip: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "min_sizes", tuple(self.min_sizes))
+
+
+@dataclass(frozen=True)
+class TestConfig:
+    """Evaluation-time settings (detectron2's ``TEST.*``); ``aug``: :class:`TestAugConfig`."""
+
+    __test__ = False
+
+    aug: TestAugConfig = field(default_factory=TestAugConfig)
 
 
 @dataclass(frozen=True)
@@ -221,10 +254,11 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """A full config: the model and the input resizing."""
+    """A full config: the model, the input resizing and the test-time settings."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     input: InputConfig = field(default_factory=InputConfig)
+    test: TestConfig = field(default_factory=TestConfig)
 
 
 # ----------------------------------------------------------------------------------------------------------
