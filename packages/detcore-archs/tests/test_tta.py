@@ -18,6 +18,7 @@ from detcore.archs import (
     GeneralizedRCNNWithTTA,
     build_model,
     detector_postprocess,
+    from_detectron2_config,
     get_config,
     load_checkpoint,
 )
@@ -204,6 +205,11 @@ def test_mapper_from_config():
     mapper = DatasetMapperTTA(**DatasetMapperTTA.from_config(cfg))
     assert (mapper.min_sizes, mapper.max_size, mapper.flip) == ((256, 320), 4000, False)
     assert DatasetMapperTTA.from_config(cfg.test.aug) == DatasetMapperTTA.from_config(cfg)
+    # detectron2's TEST.AUG section
+    d2 = from_detectron2_config(
+        {"TEST": {"AUG": {"ENABLED": True, "MIN_SIZES": "(256, 320)", "FLIP": False}}}
+    )
+    assert d2.test.aug == dataclasses.replace(cfg.test.aug, enabled=True)
     with pytest.raises(TypeError, match="Config"):
         DatasetMapperTTA.from_config({"min_sizes": [1]})
     with pytest.raises(ValueError, match=r"test\.aug\.max_size"):

@@ -2,7 +2,7 @@
 :class:`~detcore.archs.config.Config`.
 
 Only the keys of the architectures detcore implements are read (``MODEL.*`` of the backbone, RPN, ROI heads and RetinaNet,
-``INPUT.*`` sizes and format, ``TEST.DETECTIONS_PER_IMAGE``); other sections (``SOLVER``, ``DATASETS``, ...)
+``INPUT.*`` sizes and format, ``TEST.DETECTIONS_PER_IMAGE``, ``TEST.AUG.*``); other sections (``SOLVER``, ``DATASETS``, ...)
 are ignored. Keys absent from the file keep detectron2's defaults, which are detcore's defaults.
 """
 
@@ -164,6 +164,8 @@ def from_detectron2_config(source: str | Path | Mapping[str, Any]) -> Config:
     take("VIS_PERIOD", "model.vis_period")
     for k in _INPUT_KEYS:
         take(f"INPUT.{k}", f"input.{k.lower()}")
+    for k in ("ENABLED", "MIN_SIZES", "MAX_SIZE", "FLIP"):
+        take(f"TEST.AUG.{k}", f"test.aug.{k.lower()}")
 
     # backbone
     backbone = _get(d2, "MODEL.BACKBONE.NAME")
