@@ -344,7 +344,8 @@ class GeneralizedRCNNWithTTA(nn.Module):
         model (GeneralizedRCNN): the model (a ``DistributedDataParallel`` is unwrapped). Keypoint models,
             rotated-box ROI heads and precomputed proposals are not supported.
         tta_mapper (callable | None): dict -> list of augmented dicts, each with ``transforms`` (``apply_box``
-            of XYXY boxes and ``inverse()``, as :class:`DatasetMapperTTA`'s). Default:
+            of XYXY boxes and ``inverse()``, as :class:`DatasetMapperTTA`'s; only resizes and horizontal flips,
+            as in detectron2: the box-relative masks are mirrored back for flips and need nothing else). Default:
             ``DatasetMapperTTA(**DatasetMapperTTA.from_config(cfg))``.
         batch_size (int): augmented inputs per model call.
     """
