@@ -7,9 +7,14 @@ import dataclasses
 import pytest
 
 from detcore.archs import (
+    AMPConfig,
+    ClipGradientsConfig,
     Config,
+    DataLoaderConfig,
+    DatasetsConfig,
     InputConfig,
     ModelConfig,
+    SolverConfig,
     config_from_dict,
     config_to_dict,
     dump_config,
@@ -52,7 +57,10 @@ def test_named_configs_match_component_presets():
     assert cfg.input.min_size_train == (640, 672, 704, 736, 768, 800)
     faster = get_config("faster_rcnn_R_50_FPN")
     assert faster.model.roi_heads == StandardROIHeadsConfig.base_rcnn_fpn(mask_on=False)
-    assert get_config("faster_rcnn_R_50_FPN_1x") == faster == get_config("faster_rcnn_R_50_FPN_3x")
+    assert get_config("faster_rcnn_R_50_FPN_1x") == faster
+    # 1x and 3x differ only in the solver schedule
+    three = get_config("faster_rcnn_R_50_FPN_3x")
+    assert dataclasses.replace(three, solver=faster.solver) == faster
     rpn = get_config("rpn_R_50_FPN")
     assert rpn.model.meta_architecture == "ProposalNetwork"
     assert rpn.model.proposal_generator.post_nms_topk_test == 2000
@@ -156,7 +164,9 @@ def test_nested_component_config_class_from_registry():
     [
         ("model.roi_heads.num_clases=3", r"'model\.roi_heads\.num_clases'.*valid keys:.*num_classes"),
         ("model.backbone.resnet.depht=50", r"'model\.backbone\.resnet\.depht'.*valid keys:.*depth"),
-        ("modle.x=1", r"'modle'.*valid keys: input, model"),
+        ("modle.x=1", r"'modle'.*valid keys: dataloader, datasets, input, model, solver"),
+        ("solver.base_rl=0.1", r"'solver\.base_rl'.*valid keys:.*base_lr"),
+        ("solver.clip_gradients.enable=true", r"'solver\.clip_gradients\.enable'.*valid keys:.*enabled"),
         ("model.proposal_generator.anchor_generator.sise=1", r"anchor_generator\.sise"),
     ],
 )
@@ -180,6 +190,20 @@ def test_unknown_keys(override, pattern):
         ("model.roi_heads=5", r"model\.roi_heads: expected a mapping"),
         ("model.input_format=RBG", r"input_format must be 'BGR' or 'RGB'"),
         ("model.backbone_name=resnett", r"model\.backbone_name.*resnett.*resnet_fpn"),
+        ("solver.max_iter=1e3", r"solver\.max_iter: expected an int"),
+        ("solver.steps=1000", r"solver\.steps: expected a list"),
+        ("solver.steps=[20, 10]", r"steps must be increasing"),
+        ("solver.base_lr=0", r"base_lr must be > 0"),
+        ("solver.optimizer=Adam", r"optimizer must be 'SGD' or 'AdamW'"),
+        (
+            "solver.lr_scheduler_name=StepLR",
+            r"lr_scheduler_name must be one of WarmupMultiStepLR, WarmupCosineLR",
+        ),
+        ("solver.warmup_method=exp", r"warmup_method must be 'linear' or 'constant'"),
+        ("solver.clip_gradients.clip_type=l2", r"clip_type must be 'value', 'norm' or 'full_model'"),
+        ("solver.amp.precision=fp8", r"precision must be 'fp16' or 'bf16'"),
+        ("dataloader.sampler_train=Random", r"sampler_train must be"),
+        ("datasets.train=coco", r"datasets\.train: expected a list"),
     ],
 )
 def test_wrong_types(override, pattern):
@@ -229,3 +253,95 @@ def test_precomputed_proposals_round_trip(tmp_path):
                 "model.proposal_generator={nms_thresh: 0.5}",
             ],
         )
+
+
+def test_solver_dataloader_datasets_defaults_are_detectron2s():
+    """detectron2's config/defaults.py SOLVER / DATALOADER / DATASETS values."""
+    s = Config().solver
+    assert s == SolverConfig()
+    assert (s.optimizer, s.ims_per_batch, s.base_lr, s.base_lr_end) == ("SGD", 16, 0.001, 0.0)
+    assert (s.momentum, s.nesterov, s.weight_decay, s.weight_decay_norm) == (0.9, False, 1e-4, 0.0)
+    assert (s.weight_decay_bias, s.bias_lr_factor) == (None, 1.0)
+    assert (s.lr_scheduler_name, s.gamma, s.steps, s.max_iter) == ("WarmupMultiStepLR", 0.1, (30000,), 40000)
+    assert (s.warmup_factor, s.warmup_iters, s.warmup_method) == (0.001, 1000, "linear")
+    assert s.checkpoint_period == 5000
+    assert s.clip_gradients == ClipGradientsConfig(
+        enabled=False, clip_type="value", clip_value=1.0, norm_type=2.0
+    )
+    assert s.amp == AMPConfig(enabled=False)
+    assert Config().dataloader == DataLoaderConfig(
+        num_workers=4,
+        aspect_ratio_grouping=True,
+        filter_empty_annotations=True,
+        sampler_train="TrainingSampler",
+        repeat_threshold=0.0,
+    )
+    assert Config().datasets == DatasetsConfig(train=(), test=())
+
+
+# (name, base_lr, steps, max_iter, train datasets): detectron2's model-zoo yaml values (FCOS: its LazyConfig)
+ZOO_SOLVERS = [
+    ("faster_rcnn_R_50_FPN_1x", 0.02, (60000, 80000), 90000, ("coco_2017_train",)),
+    ("faster_rcnn_R_50_FPN_3x", 0.02, (210000, 250000), 270000, ("coco_2017_train",)),
+    ("faster_rcnn_R_50_C4_1x", 0.02, (60000, 80000), 90000, ("coco_2017_train",)),
+    ("faster_rcnn_R_50_C4_3x", 0.02, (210000, 250000), 270000, ("coco_2017_train",)),
+    ("faster_rcnn_R_50_DC5_1x", 0.02, (60000, 80000), 90000, ("coco_2017_train",)),
+    ("faster_rcnn_R_50_DC5_3x", 0.02, (210000, 250000), 270000, ("coco_2017_train",)),
+    ("faster_rcnn_R_101_FPN_3x", 0.02, (210000, 250000), 270000, ("coco_2017_train",)),
+    ("faster_rcnn_X_101_32x8d_FPN_3x", 0.02, (210000, 250000), 270000, ("coco_2017_train",)),
+    ("mask_rcnn_R_50_FPN_1x", 0.02, (60000, 80000), 90000, ("coco_2017_train",)),
+    ("mask_rcnn_R_50_FPN_3x", 0.02, (210000, 250000), 270000, ("coco_2017_train",)),
+    ("mask_rcnn_R_50_C4_3x", 0.02, (210000, 250000), 270000, ("coco_2017_train",)),
+    ("mask_rcnn_R_50_FPN_dconv_c3-c5", 0.02, (60000, 80000), 90000, ("coco_2017_train",)),
+    ("cascade_mask_rcnn_R_50_FPN_1x", 0.02, (60000, 80000), 90000, ("coco_2017_train",)),
+    ("retinanet_R_50_FPN_1x", 0.01, (60000, 80000), 90000, ("coco_2017_train",)),
+    ("retinanet_R_50_FPN_3x", 0.01, (210000, 250000), 270000, ("coco_2017_train",)),
+    ("fcos_R_50_FPN_1x", 0.01, (60000, 80000), 90000, ("coco_2017_train",)),
+    ("rpn_R_50_FPN_1x", 0.02, (60000, 80000), 90000, ("coco_2017_train",)),
+    ("keypoint_rcnn_R_50_FPN_1x", 0.02, (60000, 80000), 90000, ("keypoints_coco_2017_train",)),
+    ("panoptic_fpn_R_50_1x", 0.02, (60000, 80000), 90000, ("coco_2017_train_panoptic_separated",)),
+    ("semantic_R_50_FPN_1x", 0.02, (60000, 80000), 90000, ("coco_2017_train_panoptic_stuffonly",)),
+]
+
+
+@pytest.mark.parametrize(("name", "base_lr", "steps", "max_iter", "train"), ZOO_SOLVERS)
+def test_named_configs_carry_the_zoo_solver(name, base_lr, steps, max_iter, train):
+    cfg = get_config(name)
+    s = cfg.solver
+    assert (s.ims_per_batch, s.base_lr, s.steps, s.max_iter) == (16, base_lr, steps, max_iter)
+    # the rest of the solver is detectron2's defaults
+    assert dataclasses.replace(s, base_lr=0.001, steps=(30000,), max_iter=40000) == SolverConfig()
+    assert cfg.datasets.train == train
+    assert cfg.datasets.test == tuple(t.replace("_train", "_val") for t in train)
+        train[0].replace("_train", "_val")[:8]
+    )
+    assert cfg.dataloader.filter_empty_annotations is (not name.startswith("panoptic"))
+
+
+def test_solver_overrides_and_round_trip(tmp_path):
+    cfg = get_config(
+        "mask_rcnn_R_50_FPN",
+        [
+            "solver.base_lr=0.0006",
+            "solver.steps=[100, 200]",
+            "solver.max_iter=300",
+            "solver.weight_decay_bias=0.0",
+            "solver.optimizer=AdamW",
+            "solver.lr_scheduler_name=WarmupCosineLR",
+            "solver.clip_gradients={enabled: true, clip_type: full_model, clip_value: 5}",
+            "solver.amp.enabled=true",
+            "dataloader.num_workers=0",
+            "datasets.train=[a, b]",
+        ],
+    )
+    s = cfg.solver
+    assert (s.base_lr, s.steps, s.max_iter, s.weight_decay_bias) == (0.0006, (100, 200), 300, 0.0)
+    assert s.optimizer == "AdamW" and s.lr_scheduler_name == "WarmupCosineLR"
+    assert s.clip_gradients == ClipGradientsConfig(enabled=True, clip_type="full_model", clip_value=5.0)
+    assert s.amp.enabled and s.ims_per_batch == 16  # siblings kept
+    assert cfg.dataloader.num_workers == 0 and cfg.datasets.train == ("a", "b")
+    p = tmp_path / "c.yaml"
+    p.write_text(dump_config(cfg))
+    assert "weight_decay_bias: 0.0" in p.read_text()
+    assert load_config(p) == cfg
+    assert get_config("mask_rcnn_R_50_FPN").solver.weight_decay_bias is None

@@ -78,9 +78,19 @@ def test_golden_dump_builds_the_golden_model(reference_dir, tiny_overrides):
         pytest.fail("mask_rcnn_tiny golden data not found beside the checkout")
     cfg = from_detectron2_config(d / "config.yaml")
     expected = get_config(
-        "mask_rcnn_R_50_FPN", [*tiny_overrides, "input.min_size_train=[256]", "input.max_size_train=384"]
+        "mask_rcnn_R_50_FPN",
+        [
+            *tiny_overrides,
+            "input.min_size_train=[256]",
+            "input.max_size_train=384",
+            # the golden run's DATALOADER / DATASETS (its SOLVER is Base-RCNN-FPN's)
+            "dataloader.num_workers=0",
+            "datasets.train=[gshapes_train]",
+            "datasets.test=[gshapes_val]",
+        ],
     )
     assert cfg == expected
+    assert cfg.solver.base_lr == 0.02 and cfg.solver.steps == (60000, 80000) and cfg.solver.max_iter == 90000
     model = build_model(cfg)
     assert load_checkpoint(model, d / "model.pth", strict=True).ok
 

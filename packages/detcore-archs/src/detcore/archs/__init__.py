@@ -12,12 +12,17 @@ Example::
 from detcore.archs.build import build_model
 from detcore.archs.checkpoint import KeyReport, load_checkpoint, load_state_dict_file, save_checkpoint
 from detcore.archs.config import (
+    AMPConfig,
+    ClipGradientsConfig,
     Config,
+    DataLoaderConfig,
+    DatasetsConfig,
     FCOSConfig,
     InputConfig,
     ModelConfig,
     PanopticConfig,
     RetinaNetConfig,
+    SolverConfig,
     config_from_dict,
     config_to_dict,
     dump_config,
@@ -40,7 +45,11 @@ from detcore.archs.meta_arch.semantic_seg import SemanticSegmentor
 
 __all__ = [
     "FCOS",
+    "AMPConfig",
+    "ClipGradientsConfig",
     "Config",
+    "DataLoaderConfig",
+    "DatasetsConfig",
     "DenseDetector",
     "FCOSConfig",
     "GeneralizedRCNN",
@@ -53,6 +62,7 @@ __all__ = [
     "RetinaNet",
     "RetinaNetConfig",
     "SemanticSegmentor",
+    "SolverConfig",
     "build_model",
     "combine_semantic_and_instance_outputs",
     "config_from_dict",
