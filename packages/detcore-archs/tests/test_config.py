@@ -313,8 +313,6 @@ def test_named_configs_carry_the_zoo_solver(name, base_lr, steps, max_iter, trai
     assert dataclasses.replace(s, base_lr=0.001, steps=(30000,), max_iter=40000) == SolverConfig()
     assert cfg.datasets.train == train
     assert cfg.datasets.test == tuple(t.replace("_train", "_val") for t in train)
-        train[0].replace("_train", "_val")[:8]
-    )
     assert cfg.dataloader.filter_empty_annotations is (not name.startswith("panoptic"))
 
 
