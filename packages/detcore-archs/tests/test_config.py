@@ -343,3 +343,48 @@ def test_solver_overrides_and_round_trip(tmp_path):
     assert "weight_decay_bias: 0.0" in p.read_text()
     assert load_config(p) == cfg
     assert get_config("mask_rcnn_R_50_FPN").solver.weight_decay_bias is None
+
+
+@pytest.mark.parametrize(
+    ("norm", "norm_type"),
+    [("FrozenBN", "FrozenBatchNorm2d"), ("BN", "BatchNorm2d"), ("GN", "GroupNorm"), ("", None)],
+)
+def test_backbone_norm_and_freeze_at_from_config(norm, norm_type):
+    """model.backbone.resnet.norm picks the ResNet's normalization; freeze_at=0 leaves every stage trainable
+    (a from-scratch run), freeze_at=2 freezes the stem and res2 (their BN become FrozenBN)."""
+    import torch
+
+    from detcore.backbones import build_resnet_fpn_backbone
+
+    tiny = [
+        "model.backbone.resnet.stem_out_channels=32",
+        "model.backbone.resnet.res2_out_channels=64",
+        "model.backbone.resnet.width_per_group=32",
+        "model.backbone.resnet.depth=18",
+        "model.backbone.fpn.out_channels=32",
+        f"model.backbone.resnet.norm='{norm}'",
+    ]
+    for freeze_at in (0, 2):
+        cfg = get_config("faster_rcnn_R_50_FPN", [*tiny, f"model.backbone.resnet.freeze_at={freeze_at}"])
+        assert cfg.model.backbone.resnet.norm == norm
+        assert cfg.model.backbone_name == "resnet_fpn"
+        bottom_up = build_resnet_fpn_backbone(cfg.model.backbone).bottom_up
+        norms = [m for m in bottom_up.modules() if "Norm" in type(m).__name__]
+        stem_norm = type(bottom_up.stem.conv1.norm).__name__ if norm else None
+        if freeze_at == 0:
+            assert all(p.requires_grad for p in bottom_up.parameters())
+            assert {type(m).__name__ for m in norms} == ({norm_type} if norm_type else set())
+            assert stem_norm == norm_type
+        else:
+            assert not any(p.requires_grad for p in bottom_up.stem.parameters())
+            assert not any(p.requires_grad for p in bottom_up.res2.parameters())
+            assert all(p.requires_grad for p in bottom_up.res3.parameters())
+            if norm == "BN":
+                assert stem_norm == "FrozenBatchNorm2d"  # frozen stages' BN become FrozenBN
+    # freeze_at=0: gradients reach the stem
+    bottom_up.train()
+    torch.manual_seed(0)
+    feats = bottom_up(torch.randn(2, 3, 64, 64))
+    sum(f.sum() for f in feats.values()).backward()
+    conv = bottom_up.res3[0].conv1
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
