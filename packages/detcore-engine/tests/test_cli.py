@@ -381,3 +381,7 @@ def test_train_solver_errors(shapes_root, tmp_path, capsys):
     assert "steps must be increasing" in capsys.readouterr().err
     assert main([*base, "--checkpoint-period", "0"]) == 2
     assert "--checkpoint-period must be > 0" in capsys.readouterr().err
+    # detectron2's AMP (fp16) needs CUDA; the error says so and names bf16
+    args = [*_config_solver_args(tmp_path / "amp", shapes_root, "--max-iter", "1"), "solver.amp.enabled=true"]
+    assert main(args) == 1
+    assert "precision='fp16' needs a CUDA model" in capsys.readouterr().err
