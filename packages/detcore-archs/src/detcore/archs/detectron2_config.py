@@ -33,6 +33,7 @@ computed from P5 as detectron2's FCOS config sets (``model.backbone.top_block.in
 from __future__ import annotations
 
 import ast
+import operator
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -170,47 +171,69 @@ _INPUT_KEYS = [
 ]
 
 
-_EVAL_NODES = (
-    ast.Expression,
-    ast.List,
-    ast.Tuple,
-    ast.ListComp,
-    ast.comprehension,
-    ast.Name,
-    ast.Load,
-    ast.Store,
-    ast.Constant,
-    ast.BinOp,
-    ast.UnaryOp,
-    ast.Add,
-    ast.Sub,
-    ast.Mult,
-    ast.Div,
-    ast.FloorDiv,
-    ast.Mod,
-    ast.Pow,
-    ast.USub,
-    ast.UAdd,
-)
+_BINOPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_UNARYOPS = {ast.USub: operator.neg, ast.UAdd: operator.pos}
 
 
 def _safe_eval(expr: str) -> Any:
-    """detectron2's ``!!python/object/apply:eval ["<expr>"]`` for plain arithmetic over numbers and lists
-    (list comprehensions allowed; no calls, attributes, subscripts or free names)."""
+    """detectron2's ``!!python/object/apply:eval ["<expr>"]``, interpreted (never ``eval``) for plain
+    arithmetic: numbers, lists / tuples, ``+ - * / // % **`` on numbers (exponents at most 64 in magnitude),
+    unary ``-``/``+`` and list comprehensions ``[... for x in <list>]``; anything else is a ValueError."""
+
+    def fail(why: str) -> ValueError:
+        return ValueError(
+            f"!!python/object/apply:eval: {why} in {expr!r} (only arithmetic over numbers and lists)"
+        )
+
+    def number(v: Any) -> int | float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise fail(f"arithmetic on a {type(v).__name__}")
+        return v
+
+    def ev(node: ast.AST, env: dict[str, Any]) -> Any:
+        if isinstance(node, ast.Expression):
+            return ev(node.body, env)
+        if isinstance(node, ast.Constant):
+            return number(node.value)
+        if isinstance(node, ast.Name):
+            if node.id not in env:
+                raise fail(f"unknown name {node.id!r}")
+            return env[node.id]
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return [ev(e, env) for e in node.elts]
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARYOPS:
+            return _UNARYOPS[type(node.op)](number(ev(node.operand, env)))
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            a, b = number(ev(node.left, env)), number(ev(node.right, env))
+            if isinstance(node.op, ast.Pow) and abs(b) > 64:
+                raise fail(f"exponent {b}")
+            try:
+                return _BINOPS[type(node.op)](a, b)
+            except (ArithmeticError, ValueError) as e:
+                raise fail(str(e)) from None
+        if isinstance(node, ast.ListComp) and len(node.generators) == 1:
+            gen = node.generators[0]
+            if not isinstance(gen.target, ast.Name) or gen.ifs or gen.is_async:
+                raise fail("a comprehension other than [... for x in <list>]")
+            items = ev(gen.iter, env)
+            if not isinstance(items, list):
+                raise fail("a comprehension over a number")
+            return [ev(node.elt, {**env, gen.target.id: v}) for v in items]
+        raise fail(f"{type(node).__name__}")
+
     try:
         tree = ast.parse(expr, mode="eval")
     except SyntaxError as e:
         raise ValueError(f"!!python/object/apply:eval: cannot parse {expr!r}: {e}") from e
-    bound = {t.id for node in ast.walk(tree) if isinstance(node, ast.comprehension) for t in ast.walk(node.target)
-             if isinstance(t, ast.Name)}  # fmt: skip
-    for node in ast.walk(tree):
-        if not isinstance(node, _EVAL_NODES) or (isinstance(node, ast.Name) and node.id not in bound):
-            raise ValueError(
-                f"!!python/object/apply:eval: only arithmetic over numbers and lists is evaluated, got {expr!r}"
-            )
-        if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float)):
-            raise ValueError(f"!!python/object/apply:eval: only numeric constants are allowed, got {expr!r}")
-    return eval(compile(tree, "<detectron2 config>", "eval"), {"__builtins__": {}}, {})
+    return ev(tree, {})
 
 
 class _D2Loader(yaml.SafeLoader):
