@@ -7,9 +7,14 @@ import dataclasses
 import pytest
 
 from detcore.archs import (
+    AMPConfig,
+    ClipGradientsConfig,
     Config,
+    DataLoaderConfig,
+    DatasetsConfig,
     InputConfig,
     ModelConfig,
+    SolverConfig,
     config_from_dict,
     config_to_dict,
     dump_config,
@@ -52,7 +57,10 @@ def test_named_configs_match_component_presets():
     assert cfg.input.min_size_train == (640, 672, 704, 736, 768, 800)
     faster = get_config("faster_rcnn_R_50_FPN")
     assert faster.model.roi_heads == StandardROIHeadsConfig.base_rcnn_fpn(mask_on=False)
-    assert get_config("faster_rcnn_R_50_FPN_1x") == faster == get_config("faster_rcnn_R_50_FPN_3x")
+    assert get_config("faster_rcnn_R_50_FPN_1x") == faster
+    # 1x and 3x differ only in the solver schedule
+    three = get_config("faster_rcnn_R_50_FPN_3x")
+    assert dataclasses.replace(three, solver=faster.solver) == faster
     rpn = get_config("rpn_R_50_FPN")
     assert rpn.model.meta_architecture == "ProposalNetwork"
     assert rpn.model.proposal_generator.post_nms_topk_test == 2000
@@ -156,7 +164,9 @@ def test_nested_component_config_class_from_registry():
     [
         ("model.roi_heads.num_clases=3", r"'model\.roi_heads\.num_clases'.*valid keys:.*num_classes"),
         ("model.backbone.resnet.depht=50", r"'model\.backbone\.resnet\.depht'.*valid keys:.*depth"),
-        ("modle.x=1", r"'modle'.*valid keys: input, model"),
+        ("modle.x=1", r"'modle'.*valid keys: dataloader, datasets, input, model, solver"),
+        ("solver.base_rl=0.1", r"'solver\.base_rl'.*valid keys:.*base_lr"),
+        ("solver.clip_gradients.enable=true", r"'solver\.clip_gradients\.enable'.*valid keys:.*enabled"),
         ("model.proposal_generator.anchor_generator.sise=1", r"anchor_generator\.sise"),
     ],
 )
@@ -180,6 +190,20 @@ def test_unknown_keys(override, pattern):
         ("model.roi_heads=5", r"model\.roi_heads: expected a mapping"),
         ("model.input_format=RBG", r"input_format must be 'BGR' or 'RGB'"),
         ("model.backbone_name=resnett", r"model\.backbone_name.*resnett.*resnet_fpn"),
+        ("solver.max_iter=1e3", r"solver\.max_iter: expected an int"),
+        ("solver.steps=1000", r"solver\.steps: expected a list"),
+        ("solver.steps=[20, 10]", r"steps must be increasing"),
+        ("solver.base_lr=0", r"base_lr must be > 0"),
+        ("solver.optimizer=Adam", r"optimizer must be 'SGD' or 'AdamW'"),
+        (
+            "solver.lr_scheduler_name=StepLR",
+            r"lr_scheduler_name must be one of WarmupMultiStepLR, WarmupCosineLR",
+        ),
+        ("solver.warmup_method=exp", r"warmup_method must be 'linear' or 'constant'"),
+        ("solver.clip_gradients.clip_type=l2", r"clip_type must be 'value', 'norm' or 'full_model'"),
+        ("solver.amp.precision=fp8", r"precision must be 'fp16' or 'bf16'"),
+        ("dataloader.sampler_train=Random", r"sampler_train must be"),
+        ("datasets.train=coco", r"datasets\.train: expected a list"),
     ],
 )
 def test_wrong_types(override, pattern):
@@ -229,3 +253,138 @@ def test_precomputed_proposals_round_trip(tmp_path):
                 "model.proposal_generator={nms_thresh: 0.5}",
             ],
         )
+
+
+def test_solver_dataloader_datasets_defaults_are_detectron2s():
+    """detectron2's config/defaults.py SOLVER / DATALOADER / DATASETS values."""
+    s = Config().solver
+    assert s == SolverConfig()
+    assert (s.optimizer, s.ims_per_batch, s.base_lr, s.base_lr_end) == ("SGD", 16, 0.001, 0.0)
+    assert (s.momentum, s.nesterov, s.weight_decay, s.weight_decay_norm) == (0.9, False, 1e-4, 0.0)
+    assert (s.weight_decay_bias, s.bias_lr_factor) == (None, 1.0)
+    assert (s.lr_scheduler_name, s.gamma, s.steps, s.max_iter) == ("WarmupMultiStepLR", 0.1, (30000,), 40000)
+    assert (s.warmup_factor, s.warmup_iters, s.warmup_method) == (0.001, 1000, "linear")
+    assert s.checkpoint_period == 5000
+    assert s.clip_gradients == ClipGradientsConfig(
+        enabled=False, clip_type="value", clip_value=1.0, norm_type=2.0
+    )
+    assert s.amp == AMPConfig(enabled=False)
+    assert Config().dataloader == DataLoaderConfig(
+        num_workers=4,
+        aspect_ratio_grouping=True,
+        filter_empty_annotations=True,
+        sampler_train="TrainingSampler",
+        repeat_threshold=0.0,
+    )
+    assert Config().datasets == DatasetsConfig(train=(), test=())
+
+
+# (name, base_lr, steps, max_iter, train datasets): detectron2's model-zoo yaml values (FCOS: its LazyConfig)
+ZOO_SOLVERS = [
+    ("faster_rcnn_R_50_FPN_1x", 0.02, (60000, 80000), 90000, ("coco_2017_train",)),
+    ("faster_rcnn_R_50_FPN_3x", 0.02, (210000, 250000), 270000, ("coco_2017_train",)),
+    ("faster_rcnn_R_50_C4_1x", 0.02, (60000, 80000), 90000, ("coco_2017_train",)),
+    ("faster_rcnn_R_50_C4_3x", 0.02, (210000, 250000), 270000, ("coco_2017_train",)),
+    ("faster_rcnn_R_50_DC5_1x", 0.02, (60000, 80000), 90000, ("coco_2017_train",)),
+    ("faster_rcnn_R_50_DC5_3x", 0.02, (210000, 250000), 270000, ("coco_2017_train",)),
+    ("faster_rcnn_R_101_FPN_3x", 0.02, (210000, 250000), 270000, ("coco_2017_train",)),
+    ("faster_rcnn_X_101_32x8d_FPN_3x", 0.02, (210000, 250000), 270000, ("coco_2017_train",)),
+    ("mask_rcnn_R_50_FPN_1x", 0.02, (60000, 80000), 90000, ("coco_2017_train",)),
+    ("mask_rcnn_R_50_FPN_3x", 0.02, (210000, 250000), 270000, ("coco_2017_train",)),
+    ("mask_rcnn_R_50_C4_3x", 0.02, (210000, 250000), 270000, ("coco_2017_train",)),
+    ("mask_rcnn_R_50_FPN_dconv_c3-c5", 0.02, (60000, 80000), 90000, ("coco_2017_train",)),
+    ("cascade_mask_rcnn_R_50_FPN_1x", 0.02, (60000, 80000), 90000, ("coco_2017_train",)),
+    ("retinanet_R_50_FPN_1x", 0.01, (60000, 80000), 90000, ("coco_2017_train",)),
+    ("retinanet_R_50_FPN_3x", 0.01, (210000, 250000), 270000, ("coco_2017_train",)),
+    ("fcos_R_50_FPN_1x", 0.01, (60000, 80000), 90000, ("coco_2017_train",)),
+    ("rpn_R_50_FPN_1x", 0.02, (60000, 80000), 90000, ("coco_2017_train",)),
+    ("keypoint_rcnn_R_50_FPN_1x", 0.02, (60000, 80000), 90000, ("keypoints_coco_2017_train",)),
+    ("panoptic_fpn_R_50_1x", 0.02, (60000, 80000), 90000, ("coco_2017_train_panoptic_separated",)),
+    ("semantic_R_50_FPN_1x", 0.02, (60000, 80000), 90000, ("coco_2017_train_panoptic_stuffonly",)),
+]
+
+
+@pytest.mark.parametrize(("name", "base_lr", "steps", "max_iter", "train"), ZOO_SOLVERS)
+def test_named_configs_carry_the_zoo_solver(name, base_lr, steps, max_iter, train):
+    cfg = get_config(name)
+    s = cfg.solver
+    assert (s.ims_per_batch, s.base_lr, s.steps, s.max_iter) == (16, base_lr, steps, max_iter)
+    # the rest of the solver is detectron2's defaults
+    assert dataclasses.replace(s, base_lr=0.001, steps=(30000,), max_iter=40000) == SolverConfig()
+    assert cfg.datasets.train == train
+    assert cfg.datasets.test == tuple(t.replace("_train", "_val") for t in train)
+    assert cfg.dataloader.filter_empty_annotations is (not name.startswith("panoptic"))
+
+
+def test_solver_overrides_and_round_trip(tmp_path):
+    cfg = get_config(
+        "mask_rcnn_R_50_FPN",
+        [
+            "solver.base_lr=0.0006",
+            "solver.steps=[100, 200]",
+            "solver.max_iter=300",
+            "solver.weight_decay_bias=0.0",
+            "solver.optimizer=AdamW",
+            "solver.lr_scheduler_name=WarmupCosineLR",
+            "solver.clip_gradients={enabled: true, clip_type: full_model, clip_value: 5}",
+            "solver.amp.enabled=true",
+            "dataloader.num_workers=0",
+            "datasets.train=[a, b]",
+        ],
+    )
+    s = cfg.solver
+    assert (s.base_lr, s.steps, s.max_iter, s.weight_decay_bias) == (0.0006, (100, 200), 300, 0.0)
+    assert s.optimizer == "AdamW" and s.lr_scheduler_name == "WarmupCosineLR"
+    assert s.clip_gradients == ClipGradientsConfig(enabled=True, clip_type="full_model", clip_value=5.0)
+    assert s.amp.enabled and s.ims_per_batch == 16  # siblings kept
+    assert cfg.dataloader.num_workers == 0 and cfg.datasets.train == ("a", "b")
+    p = tmp_path / "c.yaml"
+    p.write_text(dump_config(cfg))
+    assert "weight_decay_bias: 0.0" in p.read_text()
+    assert load_config(p) == cfg
+    assert get_config("mask_rcnn_R_50_FPN").solver.weight_decay_bias is None
+
+
+@pytest.mark.parametrize(
+    ("norm", "norm_type"),
+    [("FrozenBN", "FrozenBatchNorm2d"), ("BN", "BatchNorm2d"), ("GN", "GroupNorm"), ("", None)],
+)
+def test_backbone_norm_and_freeze_at_from_config(norm, norm_type):
+    """model.backbone.resnet.norm picks the ResNet's normalization; freeze_at=0 leaves every stage trainable
+    (a from-scratch run), freeze_at=2 freezes the stem and res2 (their BN become FrozenBN)."""
+    import torch
+
+    from detcore.backbones import build_resnet_fpn_backbone
+
+    tiny = [
+        "model.backbone.resnet.stem_out_channels=32",
+        "model.backbone.resnet.res2_out_channels=64",
+        "model.backbone.resnet.width_per_group=32",
+        "model.backbone.resnet.depth=18",
+        "model.backbone.fpn.out_channels=32",
+        f"model.backbone.resnet.norm='{norm}'",
+    ]
+    for freeze_at in (0, 2):
+        cfg = get_config("faster_rcnn_R_50_FPN", [*tiny, f"model.backbone.resnet.freeze_at={freeze_at}"])
+        assert cfg.model.backbone.resnet.norm == norm
+        assert cfg.model.backbone_name == "resnet_fpn"
+        bottom_up = build_resnet_fpn_backbone(cfg.model.backbone).bottom_up
+        norms = [m for m in bottom_up.modules() if "Norm" in type(m).__name__]
+        stem_norm = type(bottom_up.stem.conv1.norm).__name__ if norm else None
+        if freeze_at == 0:
+            assert all(p.requires_grad for p in bottom_up.parameters())
+            assert {type(m).__name__ for m in norms} == ({norm_type} if norm_type else set())
+            assert stem_norm == norm_type
+        else:
+            assert not any(p.requires_grad for p in bottom_up.stem.parameters())
+            assert not any(p.requires_grad for p in bottom_up.res2.parameters())
+            assert all(p.requires_grad for p in bottom_up.res3.parameters())
+            if norm == "BN":
+                assert stem_norm == "FrozenBatchNorm2d"  # frozen stages' BN become FrozenBN
+    # freeze_at=0: gradients reach the stem
+    bottom_up.train()
+    torch.manual_seed(0)
+    feats = bottom_up(torch.randn(2, 3, 64, 64))
+    sum(f.sum() for f in feats.values()).backward()
+    conv = bottom_up.res3[0].conv1
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0

@@ -81,7 +81,7 @@ def _narrow(name: str) -> list[str]:
     CPU training step takes a fraction of a second."""
     cfg = get_config(name)
     m = cfg.model
-    fpn = m.backbone_name in ("resnet_fpn", "retinanet_resnet_fpn")
+    fpn = m.backbone_name in ("resnet_fpn", "retinanet_resnet_fpn", "fcos_resnet_fpn")
     width = 1 if fpn and m.backbone.resnet.num_groups > 1 else 4
     res = "model.backbone.resnet." if fpn else "model.backbone."
     out = [f"{res}stem_out_channels=8", f"{res}res2_out_channels=16", f"{res}width_per_group={width}"]

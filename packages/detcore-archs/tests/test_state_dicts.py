@@ -102,3 +102,11 @@ def test_new_named_configs_build_their_components(name, meta_arch, roi_heads, pr
     if name == "fcos_R_50_FPN":
         assert type(model.head).__name__ == "FCOSHead"
         assert model.head_in_features == ["p3", "p4", "p5", "p6", "p7"]
+        # detectron2's FCOS computes P6 from P5 (256 channels), RetinaNet from res5 (2048): same names
+        sd = model.state_dict()
+        retina = build_model(get_config("retinanet_R_50_FPN"), device="meta").state_dict()
+        assert tuple(sd["backbone.top_block.p6.weight"].shape) == (256, 256, 3, 3)
+        assert tuple(retina["backbone.top_block.p6.weight"].shape) == (256, 2048, 3, 3)
+        backbone = [k for k in sd if k.startswith("backbone.")]
+        assert backbone == [k for k in retina if k.startswith("backbone.")]
+        assert all(sd[k].shape == retina[k].shape for k in backbone if k != "backbone.top_block.p6.weight")

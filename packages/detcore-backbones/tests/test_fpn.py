@@ -10,10 +10,12 @@ from torch.nn import functional as F
 
 from detcore.backbones import (
     FPN,
+    FPNConfig,
     LastLevelMaxPool,
     LastLevelP6P7,
     ResNetConfig,
     ResNetFPNConfig,
+    build_fcos_resnet_fpn_backbone,
     build_resnet_backbone,
     build_resnet_fpn_backbone,
     build_retinanet_resnet_fpn_backbone,
@@ -68,6 +70,45 @@ def test_retinanet_fpn_levels():
         "p7": [1, 256, 2, 3],
     }
     assert model.top_block.in_feature == "res5" and model.top_block.p6.in_channels == 2048
+
+
+def test_fcos_fpn_takes_p6_from_p5():
+    """detectron2's FCOS: RetinaNet's backbone with top_block.in_feature "p5", in_channels = FPN width."""
+    with torch.device("meta"):
+        model = build_fcos_resnet_fpn_backbone(ResNetFPNConfig.base_retinanet())
+        out = model(torch.empty(1, 3, 256, 384))
+        retina = build_retinanet_resnet_fpn_backbone(ResNetFPNConfig.base_retinanet())
+    assert {k: list(v.shape) for k, v in out.items()} == {
+        "p3": [1, 256, 32, 48],
+        "p4": [1, 256, 16, 24],
+        "p5": [1, 256, 8, 12],
+        "p6": [1, 256, 4, 6],
+        "p7": [1, 256, 2, 3],
+    }
+    assert model.top_block.in_feature == "p5"
+    sd, ref = model.state_dict(), retina.state_dict()
+    assert list(sd) == list(ref)  # detectron2's names
+    assert tuple(sd["top_block.p6.weight"].shape) == (256, 256, 3, 3)
+    assert tuple(ref["top_block.p6.weight"].shape) == (256, 2048, 3, 3)
+    assert all(sd[k].shape == ref[k].shape for k in sd if k != "top_block.p6.weight")
+    # values: P6 = conv3x3/2(P5), P7 = conv3x3/2(relu(P6)), in float64
+    cfg = ResNetFPNConfig(
+        resnet=ResNetConfig(
+            stem_out_channels=8,
+            res2_out_channels=16,
+            width_per_group=4,
+            out_features=["res3", "res4", "res5"],
+        ),
+        fpn=FPNConfig(in_features=["res3", "res4", "res5"], out_channels=8),
+    )
+    torch.manual_seed(0)
+    small = build_fcos_resnet_fpn_backbone(cfg).double().eval()
+    with torch.no_grad():
+        feats = small(torch.randn(1, 3, 64, 96, dtype=torch.float64))
+        p6 = F.conv2d(feats["p5"], small.top_block.p6.weight, small.top_block.p6.bias, 2, 1)
+        p7 = F.conv2d(F.relu(p6), small.top_block.p7.weight, small.top_block.p7.bias, 2, 1)
+    torch.testing.assert_close(feats["p6"], p6, rtol=0, atol=0)
+    torch.testing.assert_close(feats["p7"], p7, rtol=0, atol=0)
 
 
 def _ref_conv(x, conv, padding):

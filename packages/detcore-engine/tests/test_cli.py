@@ -59,6 +59,8 @@ def _train_args(out, root, max_iter=4, *extra):
         "2",
         "--lr",
         "0.0002",
+        "--num-workers",
+        "0",
         "--quiet",
         *extra,
         *TINY,
@@ -94,7 +96,7 @@ def _metrics(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_train_writes_metrics_checkpoints_and_eval(trained):
+def test_train_writes_metrics_checkpoints_and_eval(trained, shapes_root):
     rows = _metrics(trained / "metrics.jsonl")
     assert [r["iteration"] for r in rows if "total_loss" in r] == [0, 1, 2, 3]
     for r in rows:
@@ -109,9 +111,22 @@ def test_train_writes_metrics_checkpoints_and_eval(trained):
     for task in ("bbox", "segm"):
         assert "AP" in results[task] and "AP50" in results[task]
         assert results[task]["AP"] is None or 0 <= results[task]["AP"] <= 100
-    # the resolved config round-trips and carries the overrides
+    # the resolved config round-trips and carries the overrides, the solver and the datasets actually used
     cfg = load_config(trained / "config.yaml")
-    assert cfg == get_config("mask_rcnn_R_50_FPN", TINY)
+    used = [
+        "solver.max_iter=4",
+        "solver.ims_per_batch=2",
+        "solver.checkpoint_period=2",
+        "solver.warmup_iters=2",
+        "solver.base_lr=0.0002",
+        "dataloader.num_workers=0",
+    ]
+    expected = get_config("mask_rcnn_R_50_FPN", [*TINY, *used])
+    assert cfg.model == expected.model and cfg.input == expected.input
+    assert cfg.solver == expected.solver and cfg.dataloader == expected.dataloader
+    assert cfg.solver.steps == (60000, 80000)  # not a flag: the config's
+    assert cfg.datasets.train == (str(shapes_root / "annotations" / "instances_train.json"),)
+    assert cfg.datasets.test == (str(shapes_root / "annotations" / "instances_val.json"),)
     assert json.loads((trained / "metadata.json").read_text())["thing_classes"] == [
         "circle",
         "square",
@@ -277,3 +292,96 @@ def test_python_m_detcore_engine(tmp_path):
         timeout=60,
     )
     assert proc.returncode == 2 and "unknown config 'nope'" in proc.stderr
+
+
+def _config_solver_args(out, root, *extra):
+    return [
+        "train", "--config", "mask_rcnn_R_50_FPN", "--output-dir", str(out), "--dataset-root", str(root),
+        "--no-eval", "--quiet", "--log-period", "1", *extra, *TINY, "dataloader.num_workers=0",
+        "solver.max_iter=3", "solver.ims_per_batch=2", "solver.base_lr=0.0006", "solver.steps=[2]",
+        "solver.gamma=0.5", "solver.warmup_iters=1", "solver.warmup_factor=0.25", "solver.checkpoint_period=100",
+    ]  # fmt: skip
+
+
+def _lrs(out):
+    return [(r["iteration"], r["lr"]) for r in _metrics(out / "metrics.jsonl") if "total_loss" in r]
+
+
+def test_train_takes_the_solver_from_the_config(shapes_root, tmp_path):
+    out = tmp_path / "a"
+    assert main(_config_solver_args(out, shapes_root)) == 0
+    # warm-up 0.25 at iteration 0, base_lr 0.0006, x0.5 from iteration 2
+    got = _lrs(out)
+    assert [i for i, _ in got] == [0, 1, 2]
+    assert [lr for _, lr in got] == pytest.approx([0.00015, 0.0006, 0.0003], rel=1e-12)
+    cfg = load_config(out / "config.yaml")
+    assert (cfg.solver.max_iter, cfg.solver.base_lr, cfg.solver.steps, cfg.solver.gamma) == (
+        3,
+        0.0006,
+        (2,),
+        0.5,
+    )
+    assert cfg.solver.ims_per_batch == 2 and cfg.dataloader.num_workers == 0
+    # flags given win over the config, and the written config holds what was used
+    out = tmp_path / "b"
+    assert main(_config_solver_args(out, shapes_root, "--max-iter", "2", "--lr", "0.001", "--steps", "")) == 0
+    assert _lrs(out) == [(0, pytest.approx(0.00025, rel=1e-12)), (1, pytest.approx(0.001, rel=1e-12))]
+    cfg = load_config(out / "config.yaml")
+    assert (cfg.solver.max_iter, cfg.solver.base_lr, cfg.solver.steps) == (2, 0.001, ())
+
+
+def test_train_gradient_clipping_and_amp_from_the_config(shapes_root, tmp_path, monkeypatch):
+    import detcore.engine.train as train_mod
+    import detcore.engine.train.optimizer as opt_mod
+    from detcore.engine.train import GradientClipConfig
+
+    clips = []
+    real_clip = opt_mod.clip_gradients
+
+    def spy_clip(optimizer, cfg):
+        clips.append(cfg)
+        return real_clip(optimizer, cfg)
+
+    precisions = []
+
+    class SpyAMPTrainer(train_mod.AMPTrainer):
+        def __init__(self, *args, **kwargs):
+            precisions.append(kwargs.get("precision"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(opt_mod, "clip_gradients", spy_clip)
+    monkeypatch.setattr(train_mod, "AMPTrainer", SpyAMPTrainer)
+    clip = "solver.clip_gradients={enabled: true, clip_type: norm, clip_value: 0.5}"
+    assert main([*_config_solver_args(tmp_path / "c", shapes_root, "--max-iter", "2"), clip]) == 0
+    assert clips == [GradientClipConfig("norm", 0.5, 2.0)] * 2 and precisions == []
+    amp = ["solver.amp.enabled=true", "solver.amp.precision=bf16"]
+    assert main([*_config_solver_args(tmp_path / "d", shapes_root, "--max-iter", "2"), clip, *amp]) == 0
+    assert precisions == ["bf16"] and len(clips) == 4
+    rows = [r for r in _metrics(tmp_path / "d" / "metrics.jsonl") if "total_loss" in r]
+    assert [r["iteration"] for r in rows] == [0, 1] and all(math.isfinite(r["total_loss"]) for r in rows)
+
+
+def test_train_solver_errors(shapes_root, tmp_path, capsys):
+    base = [
+        "train",
+        "--config",
+        "mask_rcnn_R_50_FPN",
+        "--output-dir",
+        str(tmp_path),
+        "--dataset-root",
+        str(shapes_root),
+    ]
+    assert main([*base, "solver.max_iter=0"]) == 1
+    assert "max_iter must be > 0" in capsys.readouterr().err
+    assert main([*base, "solver.optimizer=Adam"]) == 1
+    assert "optimizer must be 'SGD' or 'AdamW'" in capsys.readouterr().err
+    assert main([*base, "--steps", "10,x"]) == 2
+    assert "--steps must be comma-separated" in capsys.readouterr().err
+    assert main([*base, "--steps", "20,10"]) == 2
+    assert "steps must be increasing" in capsys.readouterr().err
+    assert main([*base, "--checkpoint-period", "0"]) == 2
+    assert "--checkpoint-period must be > 0" in capsys.readouterr().err
+    # detectron2's AMP (fp16) needs CUDA; the error says so and names bf16
+    args = [*_config_solver_args(tmp_path / "amp", shapes_root, "--max-iter", "1"), "solver.amp.enabled=true"]
+    assert main(args) == 1
+    assert "precision='fp16' needs a CUDA model" in capsys.readouterr().err

@@ -6,18 +6,29 @@ Example::
 
     cfg = get_config("mask_rcnn_R_50_FPN")
     model = build_model(cfg)
-    load_checkpoint(model, "model_final.pkl")
-"""
+    load_checkpoint(model, "model_final.pkl")"""
 
-from detcore.archs.build import build_model
-from detcore.archs.checkpoint import KeyReport, load_checkpoint, load_state_dict_file, save_checkpoint
+from detcore.archs.build import (
+    build_model,
+)
+from detcore.archs.checkpoint import (
+    KeyReport,
+    load_checkpoint,
+    load_state_dict_file,
+    save_checkpoint,
+)
 from detcore.archs.config import (
+    AMPConfig,
+    ClipGradientsConfig,
     Config,
+    DataLoaderConfig,
+    DatasetsConfig,
     FCOSConfig,
     InputConfig,
     ModelConfig,
     PanopticConfig,
     RetinaNetConfig,
+    SolverConfig,
     TestAugConfig,
     TestConfig,
     config_from_dict,
@@ -27,7 +38,9 @@ from detcore.archs.config import (
     list_configs,
     load_config,
 )
-from detcore.archs.detectron2_config import from_detectron2_config
+from detcore.archs.detectron2_config import (
+    from_detectron2_config,
+)
 from detcore.archs.meta_arch import (
     GeneralizedRCNN,
     ProposalNetwork,
@@ -35,16 +48,32 @@ from detcore.archs.meta_arch import (
     detector_postprocess,
     sem_seg_postprocess,
 )
-from detcore.archs.meta_arch.dense_detector import DenseDetector
-from detcore.archs.meta_arch.fcos import FCOS
-from detcore.archs.meta_arch.panoptic_fpn import PanopticFPN, combine_semantic_and_instance_outputs
-from detcore.archs.meta_arch.semantic_seg import SemanticSegmentor
-from detcore.archs.meta_arch.test_time_augmentation import DatasetMapperTTA, GeneralizedRCNNWithTTA
+from detcore.archs.meta_arch.dense_detector import (
+    DenseDetector,
+)
+from detcore.archs.meta_arch.fcos import (
+    FCOS,
+)
+from detcore.archs.meta_arch.panoptic_fpn import (
+    PanopticFPN,
+    combine_semantic_and_instance_outputs,
+)
+from detcore.archs.meta_arch.semantic_seg import (
+    SemanticSegmentor,
+)
+from detcore.archs.meta_arch.test_time_augmentation import (
+    DatasetMapperTTA,
+    GeneralizedRCNNWithTTA,
+)
 
 __all__ = [
     "FCOS",
+    "AMPConfig",
+    "ClipGradientsConfig",
     "Config",
+    "DataLoaderConfig",
     "DatasetMapperTTA",
+    "DatasetsConfig",
     "DenseDetector",
     "FCOSConfig",
     "GeneralizedRCNN",
@@ -58,6 +87,7 @@ __all__ = [
     "RetinaNet",
     "RetinaNetConfig",
     "SemanticSegmentor",
+    "SolverConfig",
     "TestAugConfig",
     "TestConfig",
     "build_model",

@@ -1,7 +1,9 @@
 """The typed model config: frozen dataclasses built from the components' own config classes, YAML files
 with ``_base_`` inheritance, dotted overrides, and the named configs shipped with the package.
 
-A config is a :class:`Config` with a ``model`` (:class:`ModelConfig`) and an ``input`` (:class:`InputConfig`).
+A config is a :class:`Config` with a ``model`` (:class:`ModelConfig`), an ``input`` (:class:`InputConfig`), a
+``solver`` (:class:`SolverConfig`), a ``dataloader`` (:class:`DataLoaderConfig`) and ``datasets``
+(:class:`DatasetsConfig`).
 Each component of the model is a pair of fields, ``<part>_name`` (the name registered with
 ``detcore.plugins``) and ``<part>`` (that component's ``config_class`` instance), e.g. ``backbone_name:
 resnet_fpn`` with ``backbone: ResNetFPNConfig(...)``. Component configs nest the same way (``RPNConfig.head_name``
@@ -39,12 +41,17 @@ from detcore.heads.sem_seg import SemSegFPNHeadConfig
 from detcore.plugins import PluginError, get_component, get_plugin_manager
 
 __all__ = [
+    "AMPConfig",
+    "ClipGradientsConfig",
     "Config",
+    "DataLoaderConfig",
+    "DatasetsConfig",
     "FCOSConfig",
     "InputConfig",
     "ModelConfig",
     "PanopticConfig",
     "RetinaNetConfig",
+    "SolverConfig",
     "TestAugConfig",
     "TestConfig",
     "config_from_dict",
@@ -113,6 +120,167 @@ class TestConfig:
     __test__ = False
 
     aug: TestAugConfig = field(default_factory=TestAugConfig)
+
+
+@dataclass(frozen=True)
+class ClipGradientsConfig:
+    """Gradient clipping (detectron2's ``SOLVER.CLIP_GRADIENTS.*``).
+
+    Attributes:
+        enabled: clip the gradients before every optimizer step.
+        clip_type: "value" (clamp each element to ``[-clip_value, clip_value]``), "norm" (the norm of each
+            parameter group) or "full_model" (the norm of all gradients together).
+        clip_value: the threshold (> 0).
+        norm_type: p of the p-norm for "norm" / "full_model" (``inf`` allowed).
+    """
+
+    enabled: bool = False
+    clip_type: str = "value"
+    clip_value: float = 1.0
+    norm_type: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.clip_type not in ("value", "norm", "full_model"):
+            raise ValueError(f"clip_type must be 'value', 'norm' or 'full_model', got {self.clip_type!r}")
+        if not self.clip_value > 0:
+            raise ValueError(f"clip_value must be > 0, got {self.clip_value}")
+
+
+@dataclass(frozen=True)
+class AMPConfig:
+    """Automatic mixed precision (detectron2's ``SOLVER.AMP.*``; ``precision`` is detcore's).
+
+    Attributes:
+        enabled: train under ``torch.autocast`` (detcore's ``AMPTrainer``).
+        precision: "fp16" (detectron2's AMP; CUDA only, with a gradient scaler) or "bf16" (CPU or CUDA).
+    """
+
+    enabled: bool = False
+    precision: str = "fp16"
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp16", "bf16"):
+            raise ValueError(f"precision must be 'fp16' or 'bf16', got {self.precision!r}")
+
+
+#: detectron2's learning-rate schedules that detcore implements (``SOLVER.LR_SCHEDULER_NAME``).
+_LR_SCHEDULERS = ("WarmupMultiStepLR", "WarmupCosineLR")
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """Optimizer and schedule (detectron2's ``SOLVER.*``, names in snake_case; defaults are detectron2's
+    ``config/defaults.py``, the named configs carry the model zoo's values).
+
+    Attributes:
+        optimizer: "SGD" (detectron2's) or "AdamW" (detcore's choice; betas (0.9, 0.999), ``momentum`` and
+            ``nesterov`` unused).
+        ims_per_batch: images per iteration over all processes.
+        base_lr: learning rate after warm-up, before decays.
+        base_lr_end: the cosine schedule's final learning rate.
+        momentum / nesterov: SGD momentum.
+        weight_decay: L2 weight decay of the parameters.
+        weight_decay_norm: weight decay of normalization layers' parameters.
+        weight_decay_bias: weight decay of biases (None: ``weight_decay``; norm biases keep
+            ``weight_decay_norm``).
+        bias_lr_factor: learning rate of biases relative to ``base_lr``.
+        lr_scheduler_name: "WarmupMultiStepLR" or "WarmupCosineLR".
+        gamma / steps: the multi-step schedule multiplies the learning rate by ``gamma`` at each of ``steps``
+            (iterations, increasing; those past ``max_iter`` are ignored).
+        max_iter: training iterations.
+        warmup_factor / warmup_iters / warmup_method: warm-up from ``warmup_factor * base_lr`` over
+            ``warmup_iters`` iterations, "linear" or "constant".
+        checkpoint_period: iterations between checkpoints.
+        clip_gradients: gradient clipping.
+        amp: mixed precision.
+    """
+
+    optimizer: str = "SGD"
+    ims_per_batch: int = 16
+    base_lr: float = 0.001
+    base_lr_end: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    weight_decay_norm: float = 0.0
+    weight_decay_bias: float | None = None
+    bias_lr_factor: float = 1.0
+    lr_scheduler_name: str = "WarmupMultiStepLR"
+    gamma: float = 0.1
+    steps: tuple[int, ...] = (30000,)
+    max_iter: int = 40000
+    warmup_factor: float = 0.001
+    warmup_iters: int = 1000
+    warmup_method: str = "linear"
+    checkpoint_period: int = 5000
+    clip_gradients: ClipGradientsConfig = field(default_factory=ClipGradientsConfig)
+    amp: AMPConfig = field(default_factory=AMPConfig)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "steps", tuple(self.steps))
+        if self.optimizer not in ("SGD", "AdamW"):
+            raise ValueError(f"optimizer must be 'SGD' or 'AdamW', got {self.optimizer!r}")
+        if self.lr_scheduler_name not in _LR_SCHEDULERS:
+            raise ValueError(
+                f"lr_scheduler_name must be one of {', '.join(_LR_SCHEDULERS)}, got {self.lr_scheduler_name!r}"
+            )
+        if self.warmup_method not in ("linear", "constant"):
+            raise ValueError(f"warmup_method must be 'linear' or 'constant', got {self.warmup_method!r}")
+        for name in ("ims_per_batch", "max_iter", "checkpoint_period"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.warmup_iters < 0:
+            raise ValueError(f"warmup_iters must be >= 0, got {self.warmup_iters}")
+        if not self.base_lr > 0:
+            raise ValueError(f"base_lr must be > 0, got {self.base_lr}")
+        if list(self.steps) != sorted(self.steps) or any(s < 0 for s in self.steps):
+            raise ValueError(f"steps must be increasing iterations >= 0, got {list(self.steps)}")
+
+
+@dataclass(frozen=True)
+class DataLoaderConfig:
+    """The training data loader (detectron2's ``DATALOADER.*``).
+
+    Attributes:
+        num_workers: loader worker processes.
+        aspect_ratio_grouping: batch images of like orientation (landscape / portrait) together.
+        filter_empty_annotations: drop training images without (non-crowd) annotations.
+        sampler_train: "TrainingSampler" or "RepeatFactorTrainingSampler".
+        repeat_threshold: the repeat-factor sampler's frequency threshold (LVIS-style category balancing).
+    """
+
+    num_workers: int = 4
+    aspect_ratio_grouping: bool = True
+    filter_empty_annotations: bool = True
+    sampler_train: str = "TrainingSampler"
+    repeat_threshold: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.sampler_train not in ("TrainingSampler", "RepeatFactorTrainingSampler"):
+            raise ValueError(
+                "sampler_train must be 'TrainingSampler' or 'RepeatFactorTrainingSampler', got "
+                f"{self.sampler_train!r}"
+            )
+
+
+@dataclass(frozen=True)
+class DatasetsConfig:
+    """Dataset names (detectron2's ``DATASETS.TRAIN`` / ``DATASETS.TEST``), as registered with the dataset
+    catalog.
+
+    Attributes:
+        train: datasets concatenated for training.
+        test: datasets evaluated.
+    """
+
+    train: tuple[str, ...] = ()
+    test: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "train", tuple(self.train))
+        object.__setattr__(self, "test", tuple(self.test))
 
 
 @dataclass(frozen=True)
@@ -254,10 +422,14 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """A full config: the model, the input resizing and the test-time settings."""
+    """A full config: the model, the input resizing, the solver, the training data loader, the datasets and the
+    test-time settings."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     input: InputConfig = field(default_factory=InputConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    dataloader: DataLoaderConfig = field(default_factory=DataLoaderConfig)
+    datasets: DatasetsConfig = field(default_factory=DatasetsConfig)
     test: TestConfig = field(default_factory=TestConfig)
 
 

@@ -1,14 +1,39 @@
 """Reading detectron2 YAML configs (``cfg.dump()`` output or model-zoo files with ``_BASE_``) into a detcore
 :class:`~detcore.archs.config.Config`.
 
-Only the keys of the architectures detcore implements are read (``MODEL.*`` of the backbone, RPN, ROI heads and RetinaNet,
-``INPUT.*`` sizes and format, ``TEST.DETECTIONS_PER_IMAGE``, ``TEST.AUG.*``); other sections (``SOLVER``, ``DATASETS``, ...)
-are ignored. Keys absent from the file keep detectron2's defaults, which are detcore's defaults.
+The keys of the architectures detcore implements are read: ``MODEL.*`` of the backbone (ResNet, FPN), the
+proposal generator (RPN, RRPN), the ROI heads (Res5ROIHeads, StandardROIHeads, CascadeROIHeads, RROIHeads with
+their box / mask / keypoint heads), RetinaNet, FCOS, the semantic segmentation head and PanopticFPN;
+``INPUT.*`` sizes and format, ``TEST.DETECTIONS_PER_IMAGE``, ``TEST.AUG.*`` (``cfg.test.aug``), ``SOLVER.*`` (``cfg.solver``), ``DATALOADER.*``
+(``cfg.dataloader``) and ``DATASETS.TRAIN`` / ``DATASETS.TEST`` (``cfg.datasets``). Other keys are ignored.
+Keys absent from the file keep detectron2's defaults, which are detcore's defaults. The zoo's
+``!!python/object/apply:eval`` values (Base-RetinaNet.yaml's anchor sizes) are evaluated when they are plain
+arithmetic over numbers and lists (no names other than comprehension variables, no calls or attributes).
+
+FCOS exists in detectron2 only as a LazyConfig (``configs/common/models/fcos.py``). detcore reads it from a
+YAML with ``MODEL.META_ARCHITECTURE: "FCOS"`` and keys named as the arguments of detectron2's ``FCOS`` and
+``FCOSHead`` classes (defaults: those of detectron2's FCOS LazyConfig)::
+
+    MODEL.FCOS.NUM_CLASSES                -> model.fcos.num_classes
+    MODEL.FCOS.HEAD_IN_FEATURES           -> model.fcos.in_features
+    MODEL.FCOS.CENTER_SAMPLING_RADIUS     -> model.fcos.center_sampling_radius
+    MODEL.FCOS.FOCAL_LOSS_ALPHA / _GAMMA  -> model.fcos.focal_loss_alpha / focal_loss_gamma
+    MODEL.FCOS.TEST_SCORE_THRESH          -> model.fcos.test_score_thresh
+    MODEL.FCOS.TEST_TOPK_CANDIDATES       -> model.fcos.test_topk_candidates
+    MODEL.FCOS.TEST_NMS_THRESH            -> model.fcos.test_nms_thresh
+    MODEL.FCOS.MAX_DETECTIONS_PER_IMAGE   -> model.fcos.max_detections_per_image (else TEST.DETECTIONS_PER_IMAGE)
+    MODEL.FCOS.HEAD.CONV_DIMS / NORM / PRIOR_PROB -> model.fcos.head.conv_dims / norm / prior_prob
+    MODEL.FCOS.HEAD.NUM_CONVS             -> model.fcos.head.num_convs (detcore's; CONV_DIMS unset)
+
+With ``MODEL.BACKBONE.NAME: "build_retinanet_resnet_fpn_backbone"`` (or detcore's
+``"build_fcos_resnet_fpn_backbone"``) an FCOS model gets the ``fcos_resnet_fpn`` backbone, whose P6/P7 are
+computed from P5 as detectron2's FCOS config sets (``model.backbone.top_block.in_feature = "p5"``).
 """
 
 from __future__ import annotations
 
 import ast
+import operator
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +48,12 @@ _BACKBONES = {
     "build_resnet_backbone": "resnet",
     "build_resnet_fpn_backbone": "resnet_fpn",
     "build_retinanet_resnet_fpn_backbone": "retinanet_resnet_fpn",
+    "build_fcos_resnet_fpn_backbone": "fcos_resnet_fpn",
 }
+
+_META_ARCHS = ("GeneralizedRCNN", "ProposalNetwork", "RetinaNet", "FCOS", "SemanticSegmentor", "PanopticFPN")
+_ROI_HEADS = ("StandardROIHeads", "Res5ROIHeads", "CascadeROIHeads", "RROIHeads")
+_PROPOSAL_GENERATORS = ("RPN", "RRPN", "PrecomputedProposals")
 
 _RESNET_KEYS = [
     "DEPTH",
@@ -78,6 +108,58 @@ _PREDICTOR_KEYS = [
     "FED_LOSS_FREQ_WEIGHT_POWER",
     "FED_LOSS_NUM_CLASSES",
 ]
+_SOLVER_KEYS = [
+    "IMS_PER_BATCH",
+    "BASE_LR",
+    "BASE_LR_END",
+    "MOMENTUM",
+    "NESTEROV",
+    "WEIGHT_DECAY",
+    "WEIGHT_DECAY_NORM",
+    "WEIGHT_DECAY_BIAS",
+    "BIAS_LR_FACTOR",
+    "LR_SCHEDULER_NAME",
+    "GAMMA",
+    "STEPS",
+    "MAX_ITER",
+    "WARMUP_FACTOR",
+    "WARMUP_ITERS",
+    "WARMUP_METHOD",
+    "CHECKPOINT_PERIOD",
+]
+_DATALOADER_KEYS = [
+    "NUM_WORKERS",
+    "ASPECT_RATIO_GROUPING",
+    "FILTER_EMPTY_ANNOTATIONS",
+    "SAMPLER_TRAIN",
+    "REPEAT_THRESHOLD",
+]
+_SEM_SEG_KEYS = {
+    "IN_FEATURES": "in_features",
+    "IGNORE_VALUE": "ignore_value",
+    "NUM_CLASSES": "num_classes",
+    "CONVS_DIM": "conv_dims",
+    "COMMON_STRIDE": "common_stride",
+    "NORM": "norm",
+    "LOSS_WEIGHT": "loss_weight",
+}
+_FCOS_KEYS = {
+    "NUM_CLASSES": "num_classes",
+    "HEAD_IN_FEATURES": "in_features",
+    "CENTER_SAMPLING_RADIUS": "center_sampling_radius",
+    "FOCAL_LOSS_ALPHA": "focal_loss_alpha",
+    "FOCAL_LOSS_GAMMA": "focal_loss_gamma",
+    "TEST_SCORE_THRESH": "test_score_thresh",
+    "TEST_TOPK_CANDIDATES": "test_topk_candidates",
+    "TEST_NMS_THRESH": "test_nms_thresh",
+    "MAX_DETECTIONS_PER_IMAGE": "max_detections_per_image",
+}
+_FCOS_HEAD_KEYS = {
+    "CONV_DIMS": "conv_dims",
+    "NORM": "norm",
+    "PRIOR_PROB": "prior_prob",
+    "NUM_CONVS": "num_convs",
+}
 _INPUT_KEYS = [
     "MIN_SIZE_TRAIN",
     "MIN_SIZE_TRAIN_SAMPLING",
@@ -89,13 +171,92 @@ _INPUT_KEYS = [
 ]
 
 
+_BINOPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_UNARYOPS = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+
+
+def _safe_eval(expr: str) -> Any:
+    """detectron2's ``!!python/object/apply:eval ["<expr>"]``, interpreted (never ``eval``) for plain
+    arithmetic: numbers, lists / tuples, ``+ - * / // % **`` on numbers (exponents at most 64 in magnitude),
+    unary ``-``/``+`` and list comprehensions ``[... for x in <list>]``; anything else is a ValueError."""
+
+    def fail(why: str) -> ValueError:
+        return ValueError(
+            f"!!python/object/apply:eval: {why} in {expr!r} (only arithmetic over numbers and lists)"
+        )
+
+    def number(v: Any) -> int | float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise fail(f"arithmetic on a {type(v).__name__}")
+        return v
+
+    def ev(node: ast.AST, env: dict[str, Any]) -> Any:
+        if isinstance(node, ast.Expression):
+            return ev(node.body, env)
+        if isinstance(node, ast.Constant):
+            return number(node.value)
+        if isinstance(node, ast.Name):
+            if node.id not in env:
+                raise fail(f"unknown name {node.id!r}")
+            return env[node.id]
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return [ev(e, env) for e in node.elts]
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARYOPS:
+            return _UNARYOPS[type(node.op)](number(ev(node.operand, env)))
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            a, b = number(ev(node.left, env)), number(ev(node.right, env))
+            if isinstance(node.op, ast.Pow) and abs(b) > 64:
+                raise fail(f"exponent {b}")
+            try:
+                return _BINOPS[type(node.op)](a, b)
+            except (ArithmeticError, ValueError) as e:
+                raise fail(str(e)) from None
+        if isinstance(node, ast.ListComp) and len(node.generators) == 1:
+            gen = node.generators[0]
+            if not isinstance(gen.target, ast.Name) or gen.ifs or gen.is_async:
+                raise fail("a comprehension other than [... for x in <list>]")
+            items = ev(gen.iter, env)
+            if not isinstance(items, list):
+                raise fail("a comprehension over a number")
+            return [ev(node.elt, {**env, gen.target.id: v}) for v in items]
+        raise fail(f"{type(node).__name__}")
+
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError as e:
+        raise ValueError(f"!!python/object/apply:eval: cannot parse {expr!r}: {e}") from e
+    return ev(tree, {})
+
+
+class _D2Loader(yaml.SafeLoader):
+    """SafeLoader plus detectron2's ``!!python/object/apply:eval`` (restricted, see :func:`_safe_eval`)."""
+
+
+def _construct_eval(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    args = loader.construct_sequence(node, deep=True) if isinstance(node, yaml.SequenceNode) else None
+    if not args or len(args) != 1 or not isinstance(args[0], str):
+        raise ValueError("!!python/object/apply:eval takes one string argument")
+    return _safe_eval(args[0])
+
+
+_D2Loader.add_constructor("tag:yaml.org,2002:python/object/apply:eval", _construct_eval)
+
+
 def _read_d2_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     path = path.resolve()
     if path in seen:
         raise ValueError(f"_BASE_ cycle: {' -> '.join(str(p) for p in (*seen, path))}")
     if not path.is_file():
         raise FileNotFoundError(f"detectron2 config {str(path)!r} not found")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = yaml.load(path.read_text(), Loader=_D2Loader) or {}  # a SafeLoader subclass
     if not isinstance(data, Mapping):
         raise ValueError(f"{path}: a detectron2 config must hold a mapping, got {type(data).__name__}")
     data = dict(data)
@@ -140,8 +301,9 @@ def from_detectron2_config(source: str | Path | Mapping[str, Any]) -> Config:
         Config: the equivalent detcore config (keys the file does not set keep detectron2's defaults).
 
     Raises:
-        ValueError: a backbone, proposal generator or ROI heads name detcore does not map, or a value of the
-            wrong type (named by its detcore key path).
+        ValueError: a meta-architecture, backbone, proposal generator or ROI heads name detcore does not map,
+            a setting detcore does not implement (named by its detectron2 key), or a value of the wrong type
+            (named by its detcore key path).
     """
     if isinstance(source, Mapping):
         d2 = dict(source)
@@ -156,7 +318,19 @@ def from_detectron2_config(source: str | Path | Mapping[str, Any]) -> Config:
         if v is not _MISSING:
             sets.append((key, v))
 
-    take("MODEL.META_ARCHITECTURE", "model.meta_architecture")
+    def require(d2_key: str, supported: Any, what: str) -> None:
+        v = _get(d2, d2_key)
+        if v is not _MISSING and v != supported:
+            raise ValueError(f"{d2_key} {v!r} is not supported by detcore ({what})")
+
+    meta = _get(d2, "MODEL.META_ARCHITECTURE")
+    meta = "GeneralizedRCNN" if meta is _MISSING else meta
+    if meta not in _META_ARCHS:
+        raise ValueError(
+            f"MODEL.META_ARCHITECTURE {meta!r} has no detcore equivalent ({', '.join(_META_ARCHS)})"
+        )
+    dense = meta in ("RetinaNet", "FCOS")
+    sets.append(("model.meta_architecture", meta))
     take("MODEL.PIXEL_MEAN", "model.pixel_mean")
     take("MODEL.PIXEL_STD", "model.pixel_std")
     take("MODEL.WEIGHTS", "model.weights")
@@ -175,6 +349,8 @@ def from_detectron2_config(source: str | Path | Mapping[str, Any]) -> Config:
             f"MODEL.BACKBONE.NAME {backbone!r} has no detcore equivalent; supported: {', '.join(_BACKBONES)}"
         )
     name = _BACKBONES[backbone]
+    if meta == "FCOS" and name == "retinanet_resnet_fpn":
+        name = "fcos_resnet_fpn"  # detectron2's FCOS: P6/P7 from P5 (top_block.in_feature = "p5")
     sets.append(("model.backbone_name", name))
     res = "model.backbone.resnet" if name != "resnet" else "model.backbone"
     for k in _RESNET_KEYS:
@@ -184,16 +360,16 @@ def from_detectron2_config(source: str | Path | Mapping[str, Any]) -> Config:
         for k in ("IN_FEATURES", "OUT_CHANNELS", "NORM", "FUSE_TYPE"):
             take(f"MODEL.FPN.{k}", f"model.backbone.fpn.{k.lower()}")
 
-    # proposal generator (RetinaNet has none; detectron2's shared MODEL.ANCHOR_GENERATOR is then RetinaNet's)
-    meta = _get(d2, "MODEL.META_ARCHITECTURE")
+    # proposal generator (RetinaNet / FCOS have none; detectron2's shared MODEL.ANCHOR_GENERATOR is then
+    # RetinaNet's)
     pg = _get(d2, "MODEL.PROPOSAL_GENERATOR.NAME")
     pg = "RPN" if pg is _MISSING else pg
-    if pg not in ("RPN", "PrecomputedProposals"):
+    if pg not in _PROPOSAL_GENERATORS:
         raise ValueError(
-            f"MODEL.PROPOSAL_GENERATOR.NAME {pg!r} has no detcore equivalent (RPN, PrecomputedProposals)"
+            f"MODEL.PROPOSAL_GENERATOR.NAME {pg!r} has no detcore equivalent ({', '.join(_PROPOSAL_GENERATORS)})"
         )
     sets.append(("model.proposal_generator_name", pg))
-    if pg == "RPN" and meta != "RetinaNet":
+    if pg in ("RPN", "RRPN") and not dense:
         p = "model.proposal_generator"
         take("MODEL.PROPOSAL_GENERATOR.MIN_SIZE", f"{p}.min_size")
         for k in _RPN_KEYS:
@@ -205,53 +381,9 @@ def from_detectron2_config(source: str | Path | Mapping[str, Any]) -> Config:
         if _get(d2, "MODEL.ANCHOR_GENERATOR.NAME") == "RotatedAnchorGenerator":
             take("MODEL.ANCHOR_GENERATOR.ANGLES", f"{p}.anchor_generator.angles")
 
-    # ROI heads
-    roi = _get(d2, "MODEL.ROI_HEADS.NAME")
-    roi = "Res5ROIHeads" if roi is _MISSING else roi
-    if meta in (_MISSING, "GeneralizedRCNN"):
-        if roi not in ("StandardROIHeads", "Res5ROIHeads"):
-            raise ValueError(
-                f"MODEL.ROI_HEADS.NAME {roi!r} has no detcore equivalent (StandardROIHeads, Res5ROIHeads)"
-            )
-        sets.append(("model.roi_heads_name", roi))
-        r = "model.roi_heads"
-        for k in _ROI_KEYS:
-            take(f"MODEL.ROI_HEADS.{k}", f"{r}.{k.lower()}")
-        take("MODEL.ROI_HEADS.SCORE_THRESH_TEST", f"{r}.box_predictor.test_score_thresh")
-        take("MODEL.ROI_HEADS.NMS_THRESH_TEST", f"{r}.box_predictor.test_nms_thresh")
-        take("TEST.DETECTIONS_PER_IMAGE", f"{r}.box_predictor.test_topk_per_image")
-        for k in _PREDICTOR_KEYS:
-            take(f"MODEL.ROI_BOX_HEAD.{k}", f"{r}.box_predictor.{k.lower()}")
-        take("MODEL.MASK_ON", f"{r}.mask_on")
-        take("MODEL.ROI_MASK_HEAD.NAME", f"{r}.mask_head_name")
-        for k in ("NUM_CONV", "CONV_DIM", "NORM", "CLS_AGNOSTIC_MASK"):
-            take(f"MODEL.ROI_MASK_HEAD.{k}", f"{r}.mask_head.{k.lower()}")
-        if roi == "StandardROIHeads":
-            take("MODEL.ROI_BOX_HEAD.NAME", f"{r}.box_head_name")
-            for k in ("NUM_CONV", "CONV_DIM", "NUM_FC", "FC_DIM", "NORM"):
-                take(f"MODEL.ROI_BOX_HEAD.{k}", f"{r}.box_head.{k.lower()}")
-            take("MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES", f"{r}.train_on_pred_boxes")
-            for branch, d2_branch in (
-                ("box", "ROI_BOX_HEAD"),
-                ("mask", "ROI_MASK_HEAD"),
-                ("keypoint", "ROI_KEYPOINT_HEAD"),
-            ):
-                take(f"MODEL.{d2_branch}.POOLER_RESOLUTION", f"{r}.{branch}_pooler_resolution")
-                take(f"MODEL.{d2_branch}.POOLER_SAMPLING_RATIO", f"{r}.{branch}_pooler_sampling_ratio")
-                take(f"MODEL.{d2_branch}.POOLER_TYPE", f"{r}.{branch}_pooler_type")
-            take("MODEL.KEYPOINT_ON", f"{r}.keypoint_on")
-            take("MODEL.ROI_KEYPOINT_HEAD.NAME", f"{r}.keypoint_head_name")
-            for k in ("NUM_KEYPOINTS", "CONV_DIMS", "LOSS_WEIGHT", "NORMALIZE_LOSS_BY_VISIBLE_KEYPOINTS"):
-                take(f"MODEL.ROI_KEYPOINT_HEAD.{k}", f"{r}.keypoint_head.{k.lower()}")
-            take("MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", f"{r}.keypoint_head.batch_size_per_image")
-            take("MODEL.ROI_HEADS.POSITIVE_FRACTION", f"{r}.keypoint_head.positive_fraction")
-        else:
-            take("MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", f"{r}.pooler_resolution")
-            take("MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", f"{r}.pooler_sampling_ratio")
-            take("MODEL.ROI_BOX_HEAD.POOLER_TYPE", f"{r}.pooler_type")
-            for k in ("NUM_GROUPS", "WIDTH_PER_GROUP", "RES2_OUT_CHANNELS", "STRIDE_IN_1X1", "NORM"):
-                take(f"MODEL.RESNETS.{k}", f"{r}.{k.lower()}")
-    elif meta == "RetinaNet":
+    if not dense:
+        _roi_heads(d2, take, sets)
+    else:
         r = "model.retinanet"
         take("MODEL.RETINANET.NUM_CLASSES", f"{r}.num_classes")
         take("MODEL.RETINANET.IN_FEATURES", f"{r}.in_features")
@@ -274,11 +406,52 @@ def from_detectron2_config(source: str | Path | Mapping[str, Any]) -> Config:
         take("MODEL.ANCHOR_GENERATOR.NAME", f"{r}.anchor_generator_name")
         for k in ("SIZES", "ASPECT_RATIOS", "OFFSET"):
             take(f"MODEL.ANCHOR_GENERATOR.{k}", f"{r}.anchor_generator.{k.lower()}")
-    elif meta != "ProposalNetwork":
-        raise ValueError(
-            f"MODEL.META_ARCHITECTURE {meta!r} has no detcore equivalent (GeneralizedRCNN, ProposalNetwork, "
-            "RetinaNet)"
-        )
+    if meta == "FCOS":
+        fcos = _get(d2, "MODEL.FCOS")
+        fcos = {} if fcos is _MISSING else fcos
+        if not isinstance(fcos, Mapping):
+            raise ValueError(f"MODEL.FCOS must be a mapping, got {type(fcos).__name__}")
+        head = fcos.get("HEAD", {})
+        unknown = [f"MODEL.FCOS.{k}" for k in fcos if k not in _FCOS_KEYS and k != "HEAD"]
+        unknown += [f"MODEL.FCOS.HEAD.{k}" for k in (head if isinstance(head, Mapping) else {})
+                    if k not in _FCOS_HEAD_KEYS]  # fmt: skip
+        if unknown:
+            raise ValueError(
+                f"unknown FCOS key {unknown[0]}; valid: MODEL.FCOS.{{{', '.join(_FCOS_KEYS)}, HEAD}}, "
+                f"MODEL.FCOS.HEAD.{{{', '.join(_FCOS_HEAD_KEYS)}}}"
+            )
+        take("TEST.DETECTIONS_PER_IMAGE", "model.fcos.max_detections_per_image")
+        for k, v in _FCOS_KEYS.items():
+            take(f"MODEL.FCOS.{k}", f"model.fcos.{v}")
+        for k, v in _FCOS_HEAD_KEYS.items():
+            take(f"MODEL.FCOS.HEAD.{k}", f"model.fcos.head.{v}")
+
+    # semantic segmentation head, panoptic combination
+    take("MODEL.SEM_SEG_HEAD.NAME", "model.sem_seg_head_name")
+    for k, v in _SEM_SEG_KEYS.items():
+        take(f"MODEL.SEM_SEG_HEAD.{k}", f"model.sem_seg_head.{v}")
+    if meta == "PanopticFPN":
+        require("MODEL.PANOPTIC_FPN.INSTANCE_LOSS_WEIGHT", 1.0, "the instance losses are not reweighted")
+        require("MODEL.PANOPTIC_FPN.COMBINE.ENABLED", True, "PanopticFPN always combines its outputs")
+    take("MODEL.PANOPTIC_FPN.COMBINE.OVERLAP_THRESH", "model.panoptic.combine_overlap_thresh")
+    take("MODEL.PANOPTIC_FPN.COMBINE.STUFF_AREA_LIMIT", "model.panoptic.combine_stuff_area_thresh")
+    take(
+        "MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH",
+        "model.panoptic.combine_instances_score_thresh",
+    )
+
+    # solver, data loader, datasets
+    for k in _SOLVER_KEYS:
+        take(f"SOLVER.{k}", f"solver.{k.lower()}")
+    for k in ("ENABLED", "CLIP_TYPE", "CLIP_VALUE", "NORM_TYPE"):
+        take(f"SOLVER.CLIP_GRADIENTS.{k}", f"solver.clip_gradients.{k.lower()}")
+    take("SOLVER.AMP.ENABLED", "solver.amp.enabled")
+    require("SOLVER.REFERENCE_WORLD_SIZE", 0, "the solver is not rescaled for the number of processes")
+    for k in _DATALOADER_KEYS:
+        take(f"DATALOADER.{k}", f"dataloader.{k.lower()}")
+    require("DATALOADER.REPEAT_SQRT", True, "repeat factors are sqrt(threshold / frequency)")
+    take("DATASETS.TRAIN", "datasets.train")
+    take("DATASETS.TEST", "datasets.test")
 
     data: dict[str, Any] = {}
     for key, value in sets:
@@ -287,3 +460,53 @@ def from_detectron2_config(source: str | Path | Mapping[str, Any]) -> Config:
             nested = {part: nested}
         data = _merge(data, nested)
     return config_from_dict(data)
+
+
+def _roi_heads(d2: Mapping[str, Any], take: Any, sets: list[tuple[str, Any]]) -> None:
+    """The ROI heads of an R-CNN (also set for ProposalNetwork / SemanticSegmentor, which do not use them,
+    as detectron2's configs carry them)."""
+    roi = _get(d2, "MODEL.ROI_HEADS.NAME")
+    roi = "Res5ROIHeads" if roi is _MISSING else roi
+    if roi not in _ROI_HEADS:
+        raise ValueError(f"MODEL.ROI_HEADS.NAME {roi!r} has no detcore equivalent ({', '.join(_ROI_HEADS)})")
+    sets.append(("model.roi_heads_name", roi))
+    r = "model.roi_heads"
+    for k in _ROI_KEYS:
+        take(f"MODEL.ROI_HEADS.{k}", f"{r}.{k.lower()}")
+    take("MODEL.ROI_HEADS.SCORE_THRESH_TEST", f"{r}.box_predictor.test_score_thresh")
+    take("MODEL.ROI_HEADS.NMS_THRESH_TEST", f"{r}.box_predictor.test_nms_thresh")
+    take("TEST.DETECTIONS_PER_IMAGE", f"{r}.box_predictor.test_topk_per_image")
+    for k in _PREDICTOR_KEYS:
+        take(f"MODEL.ROI_BOX_HEAD.{k}", f"{r}.box_predictor.{k.lower()}")
+    take("MODEL.MASK_ON", f"{r}.mask_on")
+    take("MODEL.ROI_MASK_HEAD.NAME", f"{r}.mask_head_name")
+    for k in ("NUM_CONV", "CONV_DIM", "NORM", "CLS_AGNOSTIC_MASK"):
+        take(f"MODEL.ROI_MASK_HEAD.{k}", f"{r}.mask_head.{k.lower()}")
+    if roi == "Res5ROIHeads":
+        take("MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", f"{r}.pooler_resolution")
+        take("MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", f"{r}.pooler_sampling_ratio")
+        take("MODEL.ROI_BOX_HEAD.POOLER_TYPE", f"{r}.pooler_type")
+        for k in ("NUM_GROUPS", "WIDTH_PER_GROUP", "RES2_OUT_CHANNELS", "STRIDE_IN_1X1", "NORM"):
+            take(f"MODEL.RESNETS.{k}", f"{r}.{k.lower()}")
+        return
+    take("MODEL.ROI_BOX_HEAD.NAME", f"{r}.box_head_name")
+    for k in ("NUM_CONV", "CONV_DIM", "NUM_FC", "FC_DIM", "NORM"):
+        take(f"MODEL.ROI_BOX_HEAD.{k}", f"{r}.box_head.{k.lower()}")
+    take("MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES", f"{r}.train_on_pred_boxes")
+    for branch, d2_branch in (
+        ("box", "ROI_BOX_HEAD"),
+        ("mask", "ROI_MASK_HEAD"),
+        ("keypoint", "ROI_KEYPOINT_HEAD"),
+    ):
+        take(f"MODEL.{d2_branch}.POOLER_RESOLUTION", f"{r}.{branch}_pooler_resolution")
+        take(f"MODEL.{d2_branch}.POOLER_SAMPLING_RATIO", f"{r}.{branch}_pooler_sampling_ratio")
+        take(f"MODEL.{d2_branch}.POOLER_TYPE", f"{r}.{branch}_pooler_type")
+    take("MODEL.KEYPOINT_ON", f"{r}.keypoint_on")
+    take("MODEL.ROI_KEYPOINT_HEAD.NAME", f"{r}.keypoint_head_name")
+    for k in ("NUM_KEYPOINTS", "CONV_DIMS", "LOSS_WEIGHT", "NORMALIZE_LOSS_BY_VISIBLE_KEYPOINTS"):
+        take(f"MODEL.ROI_KEYPOINT_HEAD.{k}", f"{r}.keypoint_head.{k.lower()}")
+    take("MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", f"{r}.keypoint_head.batch_size_per_image")
+    take("MODEL.ROI_HEADS.POSITIVE_FRACTION", f"{r}.keypoint_head.positive_fraction")
+    if roi == "CascadeROIHeads":
+        take("MODEL.ROI_BOX_CASCADE_HEAD.IOUS", f"{r}.cascade_ious")
+        take("MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS", f"{r}.cascade_bbox_reg_weights")

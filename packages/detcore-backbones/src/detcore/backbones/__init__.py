@@ -8,6 +8,7 @@ from detcore.backbones.fpn import (
     LastLevelMaxPool,
     LastLevelP6P7,
     ResNetFPNConfig,
+    build_fcos_resnet_fpn_backbone,
     build_resnet_fpn_backbone,
     build_retinanet_resnet_fpn_backbone,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "ResNet",
     "ResNetConfig",
     "ResNetFPNConfig",
+    "build_fcos_resnet_fpn_backbone",
     "build_resnet_backbone",
     "build_resnet_fpn_backbone",
     "build_retinanet_resnet_fpn_backbone",

@@ -11,3 +11,4 @@ def detcore_register_components(registry):
     registry.add(
         "backbone", "retinanet_resnet_fpn", "detcore.backbones.fpn:build_retinanet_resnet_fpn_backbone"
     )
+    registry.add("backbone", "fcos_resnet_fpn", "detcore.backbones.fpn:build_fcos_resnet_fpn_backbone")

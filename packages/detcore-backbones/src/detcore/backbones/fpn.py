@@ -20,6 +20,7 @@ __all__ = [
     "LastLevelMaxPool",
     "LastLevelP6P7",
     "ResNetFPNConfig",
+    "build_fcos_resnet_fpn_backbone",
     "build_resnet_fpn_backbone",
     "build_retinanet_resnet_fpn_backbone",
 ]
@@ -327,5 +328,34 @@ def build_retinanet_resnet_fpn_backbone(cfg: ResNetFPNConfig, input_shape: Shape
         out_channels=out_channels,
         norm=cfg.fpn.norm,
         top_block=LastLevelP6P7(int(shapes["res5"].channels), out_channels, in_feature="res5"),
+        fuse_type=cfg.fpn.fuse_type,
+    )
+
+
+def build_fcos_resnet_fpn_backbone(cfg: ResNetFPNConfig, input_shape: ShapeSpec | None = None) -> FPN:
+    """ResNet + FPN with P6/P7 computed from P5, as detectron2's FCOS (``configs/common/models/fcos.py``:
+    RetinaNet's backbone with ``top_block.in_feature = "p5"``, ``top_block.in_channels = 256``, after Sec. 2.2
+    of the FCOS paper).
+
+    Registered as backbone "fcos_resnet_fpn". ``top_block.p6`` maps FPN width to FPN width
+    (``Conv2d(out_channels, out_channels, 3, 2, 1)``); the state-dict names are those of
+    :func:`build_retinanet_resnet_fpn_backbone`.
+
+    Args:
+        cfg: ResNet and FPN settings.
+        input_shape: shape of the input; only ``channels`` is used (default 3).
+
+    Returns:
+        FPN: the backbone, outputs p3..p7 for in_features res3..res5.
+    """
+    _check_fpn_cfg(cfg)
+    bottom_up = build_resnet_backbone(cfg.resnet, input_shape)
+    out_channels = cfg.fpn.out_channels
+    return FPN(
+        bottom_up=bottom_up,
+        in_features=cfg.fpn.in_features,
+        out_channels=out_channels,
+        norm=cfg.fpn.norm,
+        top_block=LastLevelP6P7(out_channels, out_channels, in_feature="p5"),
         fuse_type=cfg.fpn.fuse_type,
     )

@@ -11,11 +11,17 @@ They are added through the ``detcore_add_cli_commands`` hook (see ``detcore.engi
 ``--config`` takes a config file or the name of a config shipped with ``detcore.archs``; trailing
 ``key=value`` arguments override config keys (``model.roi_heads.num_classes=3``).
 
-detcore's :class:`~detcore.archs.Config` has no solver section, so the solver settings are flags of
-``detcore train`` (``--max-iter``, ``--lr``, ``--batch-size``, ``--optimizer``, ``--steps``,
-``--warmup-iters``). ``train`` writes into its output directory: ``config.yaml`` (the resolved config),
-``metadata.json`` (the class names), ``metrics.jsonl``, ``model_<iter>.pth`` / ``model_final.pth``,
-``last_checkpoint`` and ``eval/results.json`` (``{"bbox": {"AP": ...}, "segm": {...}}``).
+``detcore train`` takes its solver from the config's ``solver`` section (``cfg.solver``: optimizer, learning
+rate and schedule, batch size, iterations, checkpoint period, gradient clipping, mixed precision), e.g.
+``solver.base_lr=0.0006``, and the training data loader's settings from ``cfg.dataloader``. The flags
+``--max-iter``, ``--lr``, ``--batch-size``, ``--optimizer``, ``--weight-decay``, ``--steps``,
+``--warmup-iters``, ``--warmup-factor``, ``--checkpoint-period`` and ``--num-workers``, when given, override
+the config (flag > ``key=value`` override > config file). The data come from ``--dataset`` /
+``--dataset-root`` / ``--eval-dataset`` (``cfg.datasets`` is not read; the written config records the
+datasets used). ``train`` writes into its output directory: ``config.yaml`` (the resolved config, with the
+solver, data loader and datasets actually used), ``metadata.json`` (the class names), ``metrics.jsonl``,
+``model_<iter>.pth`` / ``model_final.pth``, ``last_checkpoint`` and ``eval/results.json``
+(``{"bbox": {"AP": ...}, "segm": {...}}``).
 """
 
 from __future__ import annotations
@@ -129,8 +135,11 @@ def _coco_split(json_file: str | os.PathLike, image_root: str | os.PathLike, wha
     return _Split(lambda: load_coco_json(json_file, image_root), json_file, classes, json_file)
 
 
-def _resolve_split(args: argparse.Namespace, split: str, dataset: str | None, what: str) -> _Split:
-    """``--coco-json/--image-root`` (eval only), else ``--dataset-root`` (shapes layout), else a name."""
+def _resolve_split(
+    args: argparse.Namespace, split: str, dataset: str | None, what: str, filter_empty: bool = False
+) -> _Split:
+    """``--coco-json/--image-root`` (eval only), else ``--dataset-root`` (shapes layout), else a name;
+    ``filter_empty`` drops images without non-crowd annotations."""
     coco_json = getattr(args, "coco_json", None) if split == "val" else None
     if coco_json or (split == "val" and getattr(args, "image_root", None)):
         if not (coco_json and args.image_root):
@@ -139,7 +148,13 @@ def _resolve_split(args: argparse.Namespace, split: str, dataset: str | None, wh
     root = getattr(args, "dataset_root", None)
     if root:
         root = Path(root)
-        return _coco_split(root / "annotations" / f"instances_{split}.json", root / split, what)
+        out = _coco_split(root / "annotations" / f"instances_{split}.json", root / split, what)
+        if filter_empty:
+            load = out.dicts_fn
+            out.dicts_fn = lambda: [
+                d for d in load() if any(a.get("iscrowd", 0) == 0 for a in d.get("annotations", []))
+            ]
+        return out
     from detcore.engine.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_dicts
 
     if dataset not in DatasetCatalog:
@@ -148,11 +163,53 @@ def _resolve_split(args: argparse.Namespace, split: str, dataset: str | None, wh
         )
     meta = MetadataCatalog.get(dataset)
     return _Split(
-        lambda: get_detection_dataset_dicts(dataset, filter_empty=(split == "train")),
+        lambda: get_detection_dataset_dicts(dataset, filter_empty=filter_empty),
         getattr(meta, "json_file", None),
         list(getattr(meta, "thing_classes", None) or []) or None,
         dataset,
     )
+
+
+#: ``detcore train`` flag -> the ``cfg.solver`` / ``cfg.dataloader`` field it overrides when given
+_SOLVER_FLAGS = {
+    "max_iter": ("solver", "max_iter"),
+    "lr": ("solver", "base_lr"),
+    "batch_size": ("solver", "ims_per_batch"),
+    "optimizer": ("solver", "optimizer"),
+    "weight_decay": ("solver", "weight_decay"),
+    "steps": ("solver", "steps"),
+    "warmup_iters": ("solver", "warmup_iters"),
+    "warmup_factor": ("solver", "warmup_factor"),
+    "checkpoint_period": ("solver", "checkpoint_period"),
+    "num_workers": ("dataloader", "num_workers"),
+}
+
+
+def _parse_steps(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise CLIError(f"--steps must be comma-separated iterations like 60000,80000, got {text!r}") from None
+
+
+def _apply_flags(cfg, args: argparse.Namespace):
+    """``cfg`` with the solver / data loader flags that were given (not None) replacing its values."""
+    import dataclasses
+
+    sections: dict[str, dict[str, Any]] = {"solver": {}, "dataloader": {}}
+    for flag, (section, name) in _SOLVER_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        sections[section][name] = _parse_steps(value) if flag == "steps" else value
+    try:
+        return dataclasses.replace(
+            cfg,
+            solver=dataclasses.replace(cfg.solver, **sections["solver"]),
+            dataloader=dataclasses.replace(cfg.dataloader, **sections["dataloader"]),
+        )
+    except ValueError as e:
+        raise CLIError(f"invalid solver settings from the flags: {e}") from e
 
 
 def _check_classes(cfg, classes: list[str] | None) -> None:
@@ -243,11 +300,17 @@ def _train(args: argparse.Namespace) -> int:
     from detcore.archs import build_model, dump_config
     from detcore.engine.checkpoint import Checkpointer
     from detcore.engine.data import DatasetMapper, build_detection_train_loader
-    from detcore.engine.data.samplers import TrainingSampler
+    from detcore.engine.data.samplers import (
+        RepeatFactorTrainingSampler,
+        TrainingSampler,
+        repeat_factors_from_category_frequency,
+    )
     from detcore.engine.data.transforms.augmentation import RandomFlip, ResizeShortestEdge
     from detcore.engine.train import (
+        AMPTrainer,
         CommonMetricPrinter,
         EvalHook,
+        GradientClipConfig,
         IterationTimer,
         JSONWriter,
         LRScheduler,
@@ -258,18 +321,35 @@ def _train(args: argparse.Namespace) -> int:
         build_optimizer,
     )
 
-    if args.max_iter <= 0:
-        raise CLIError(f"--max-iter must be > 0, got {args.max_iter}")
-    if args.batch_size <= 0:
-        raise CLIError(f"--batch-size must be > 0, got {args.batch_size}")
-    if not args.lr > 0:
-        raise CLIError(f"--lr must be > 0, got {args.lr}")
-    cfg = _load_cfg(args.config, _check_overrides(args.overrides))
+    for flag, name in (("max_iter", "--max-iter"), ("batch_size", "--batch-size"), ("lr", "--lr")):
+        value = getattr(args, flag)
+        if value is not None and not value > 0:
+            raise CLIError(f"{name} must be > 0, got {value}")
+    for flag, name in (("warmup_iters", "--warmup-iters"), ("num_workers", "--num-workers")):
+        value = getattr(args, flag)
+        if value is not None and value < 0:
+            raise CLIError(f"{name} must be >= 0, got {value}")
+    if args.checkpoint_period is not None and args.checkpoint_period <= 0:
+        raise CLIError(f"--checkpoint-period must be > 0, got {args.checkpoint_period}")
+    cfg = _apply_flags(_load_cfg(args.config, _check_overrides(args.overrides)), args)
+    solver, loader_cfg = cfg.solver, cfg.dataloader
     out = Path(args.output_dir)
-    train_split = _resolve_split(args, "train", args.dataset, "training data")
+    train_split = _resolve_split(
+        args, "train", args.dataset, "training data", filter_empty=loader_cfg.filter_empty_annotations
+    )
     val_split = None if args.no_eval else _resolve_split(args, "val", args.eval_dataset, "evaluation data")
     classes = train_split.thing_classes
     _check_classes(cfg, classes)
+    import dataclasses
+
+    from detcore.archs import DatasetsConfig
+
+    cfg = dataclasses.replace(
+        cfg,
+        datasets=DatasetsConfig(
+            train=(train_split.name,), test=(val_split.name,) if val_split is not None else ()
+        ),
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_config(cfg))
     _write_json(out / "metadata.json", {"thing_classes": classes, "dataset": train_split.name})
@@ -304,33 +384,61 @@ def _train(args: argparse.Namespace) -> int:
         instance_mask_format=cfg.input.mask_format,
         use_keypoint=_uses_keypoints(cfg),
     )
-    sampler = TrainingSampler(len(dicts), seed=args.seed)
+    if loader_cfg.sampler_train == "RepeatFactorTrainingSampler":
+        factors = repeat_factors_from_category_frequency(dicts, loader_cfg.repeat_threshold)
+        sampler = RepeatFactorTrainingSampler(factors, seed=args.seed)
+    else:
+        sampler = TrainingSampler(len(dicts), seed=args.seed)
     loader = build_detection_train_loader(
         dicts,
         mapper=mapper,
         sampler=sampler,
-        total_batch_size=args.batch_size,
-        num_workers=args.num_workers,
+        total_batch_size=solver.ims_per_batch,
+        aspect_ratio_grouping=loader_cfg.aspect_ratio_grouping,
+        num_workers=loader_cfg.num_workers,
     )
     model = build_model(cfg).to(args.device)
-    optimizer = build_optimizer(model, args.optimizer, args.lr, weight_decay=args.weight_decay)
-    steps = tuple(int(s) for s in args.steps.split(",") if s.strip()) if args.steps else ()
+    clip = solver.clip_gradients
+    optimizer = build_optimizer(
+        model,
+        solver.optimizer,
+        solver.base_lr,
+        momentum=solver.momentum,
+        nesterov=solver.nesterov,
+        weight_decay=solver.weight_decay,
+        weight_decay_norm=solver.weight_decay_norm,
+        weight_decay_bias=solver.weight_decay_bias,
+        bias_lr_factor=solver.bias_lr_factor,
+        clip_gradients=GradientClipConfig(clip.clip_type, clip.clip_value, clip.norm_type)
+        if clip.enabled
+        else None,
+    )
     scheduler = build_lr_scheduler(
         optimizer,
-        "WarmupMultiStepLR",
-        args.max_iter,
-        steps=steps,
-        warmup_iters=min(args.warmup_iters, args.max_iter),
-        warmup_factor=args.warmup_factor,
+        solver.lr_scheduler_name,
+        solver.max_iter,
+        steps=solver.steps,
+        gamma=solver.gamma,
+        base_lr_end=solver.base_lr_end,
+        warmup_iters=solver.warmup_iters,
+        warmup_factor=solver.warmup_factor,
+        warmup_method=solver.warmup_method,
     )
-    trainer = SimpleTrainer(model, loader, optimizer)
+    if solver.amp.enabled:
+        trainer = AMPTrainer(model, loader, optimizer, precision=solver.amp.precision)
+    else:
+        trainer = SimpleTrainer(model, loader, optimizer)
     trainer.scheduler = scheduler
-    checkpointer = Checkpointer(model, out, optimizer=optimizer, scheduler=scheduler, sampler=sampler)
+    extra = {"grad_scaler": trainer.grad_scaler} if getattr(trainer, "grad_scaler", None) is not None else {}
+    checkpointer = Checkpointer(
+        model, out, optimizer=optimizer, scheduler=scheduler, sampler=sampler, **extra
+    )
     if args.resume and not checkpointer.has_checkpoint():
         print(f"detcore train: no last_checkpoint in {str(out)!r}; starting from scratch", file=sys.stderr)
     start = checkpointer.resume_or_load(args.weights, resume=args.resume).get("iteration", -1) + 1
-    if start >= args.max_iter:
-        print(f"detcore train: already trained to --max-iter {args.max_iter}; nothing to do", file=sys.stderr)
+    max_iter = solver.max_iter
+    if start >= max_iter:
+        print(f"detcore train: already trained to max_iter {max_iter}; nothing to do", file=sys.stderr)
         return 0
 
     def do_eval() -> dict:
@@ -339,17 +447,17 @@ def _train(args: argparse.Namespace) -> int:
     hooks: list = [
         IterationTimer(),
         LRScheduler(),
-        PeriodicCheckpointer(checkpointer, args.checkpoint_period),
+        PeriodicCheckpointer(checkpointer, solver.checkpoint_period),
     ]
     if val_split is not None:
         hooks.append(EvalHook(args.eval_period, do_eval))
     writers = [JSONWriter(out / "metrics.jsonl")]
     if not args.quiet:
-        writers.append(CommonMetricPrinter(args.max_iter))
+        writers.append(CommonMetricPrinter(max_iter))
     hooks.append(PeriodicWriter(writers, period=args.log_period))
     trainer.register_hooks(hooks)
-    print(f"detcore train: iterations {start}..{args.max_iter - 1}, output in {str(out)!r}", file=sys.stderr)
-    trainer.train(start, args.max_iter)
+    print(f"detcore train: iterations {start}..{max_iter - 1}, output in {str(out)!r}", file=sys.stderr)
+    trainer.train(start, max_iter)
     return 0
 
 
@@ -498,20 +606,47 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     _add_data_args(p, "shapes_train")
     p.add_argument("--eval-dataset", default="shapes_val", help="registered dataset evaluated at the end")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation")
-    p.add_argument("--max-iter", type=int, default=1000, help="training iterations")
-    p.add_argument("--lr", type=float, default=0.01, help="base learning rate")
-    p.add_argument("--batch-size", type=int, default=4, help="images per iteration")
-    p.add_argument("--optimizer", choices=("SGD", "AdamW"), default="SGD", help="optimizer")
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay")
     p.add_argument(
-        "--steps", default="", help="comma-separated iterations where the LR drops x0.1 (default: none)"
+        "--max-iter", type=int, default=None, help="training iterations (default: solver.max_iter)"
     )
-    p.add_argument("--warmup-iters", type=int, default=100, help="linear warmup iterations")
-    p.add_argument("--warmup-factor", type=float, default=0.001, help="LR factor at iteration 0")
-    p.add_argument("--checkpoint-period", type=int, default=500, help="iterations between checkpoints")
+    p.add_argument("--lr", type=float, default=None, help="base learning rate (default: solver.base_lr)")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="images per iteration (default: solver.ims_per_batch)"
+    )
+    p.add_argument(
+        "--optimizer", choices=("SGD", "AdamW"), default=None, help="optimizer (default: solver.optimizer)"
+    )
+    p.add_argument(
+        "--weight-decay", type=float, default=None, help="weight decay (default: solver.weight_decay)"
+    )
+    p.add_argument(
+        "--steps",
+        default=None,
+        help="comma-separated iterations where the LR drops x solver.gamma; '' for none (default: solver.steps)",
+    )
+    p.add_argument(
+        "--warmup-iters", type=int, default=None, help="warmup iterations (default: solver.warmup_iters)"
+    )
+    p.add_argument(
+        "--warmup-factor",
+        type=float,
+        default=None,
+        help="LR factor at iteration 0 (default: solver.warmup_factor)",
+    )
+    p.add_argument(
+        "--checkpoint-period",
+        type=int,
+        default=None,
+        help="iterations between checkpoints (default: solver.checkpoint_period)",
+    )
     p.add_argument("--eval-period", type=int, default=0, help="iterations between evaluations (0: end only)")
     p.add_argument("--log-period", type=int, default=20, help="iterations between metric writes")
-    p.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=None,
+        help="data loader worker processes (default: dataloader.num_workers)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the Python, NumPy and torch RNGs")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stdout")
     p.set_defaults(func=_guarded(_train))
