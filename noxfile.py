@@ -1,6 +1,7 @@
 """Every developer and CI entry point of the detcore monorepo.
 
 nox -s tests        install every package from this tree (pinned torch pair) and run all tests
+nox -s demo         train the demo Mask R-CNN on the synthetic shapes data (CPU), evaluate, draw: outputs/demo/
 nox -s lint         ruff check + ruff format --check
 nox -s build        build every wheel and sdist into dist/, then install each wheel alone and import it
 nox -s bench        run benchmarks/ and write BENCHMARKS.md
@@ -52,6 +53,24 @@ def tests(session: nox.Session) -> None:
     session.run("detcore", "plugins")
     args = session.posargs or ["-q", "-p", "no:cacheprovider"]
     session.run("python", "-m", "pytest", *args, env={"OMP_NUM_THREADS": "2"})
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The main job: ``python -m detcore.engine.demo`` into a fresh outputs/demo (dataset kept in outputs/shapes)."""
+    _install_tree(session)
+    shutil.rmtree(ROOT / "outputs" / "demo", ignore_errors=True)
+    session.run(
+        "python",
+        "-m",
+        "detcore.engine.demo",
+        "--output-dir",
+        str(ROOT / "outputs" / "demo"),
+        "--data-root",
+        str(ROOT / "outputs" / "shapes"),
+        *session.posargs,
+        env={"OMP_NUM_THREADS": "2"},
+    )
 
 
 @nox.session

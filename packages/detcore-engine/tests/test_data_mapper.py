@@ -166,3 +166,31 @@ def test_errors(dicts, tmp_path):
         DatasetMapper(True, image_format="YUV")
     with pytest.raises(ValueError, match="instance_mask_format"):
         DatasetMapper(True, instance_mask_format="rle")
+
+
+def test_from_config(dicts):
+    from detcore.archs import get_config
+
+    cfg = get_config(
+        "mask_rcnn_R_50_FPN",
+        [
+            "input.min_size_train=[192]",
+            "input.max_size_train=1000",
+            "input.random_flip=none",
+            "input.min_size_test=128",
+        ],
+    )
+    kwargs = DatasetMapper.from_config(cfg, is_train=True)
+    assert kwargs["use_instance_mask"] is True and kwargs["use_keypoint"] is False
+    out = DatasetMapper(**kwargs)(dicts[0])
+    # 320x256 -> short edge 192: 240x192, no flip so the boxes are the annotations scaled by 0.75
+    assert tuple(out["image"].shape) == (3, 192, 240)
+    np.testing.assert_allclose(
+        out["instances"].gt_boxes.tensor.numpy(), _xyxy(dicts[0]["annotations"]) * 0.75, rtol=1e-5
+    )
+    test = DatasetMapper(**DatasetMapper.from_config(cfg, is_train=False))(dicts[0])
+    assert tuple(test["image"].shape) == (3, 128, 160) and "instances" not in test
+    kp = get_config("keypoint_rcnn_R_50_FPN")
+    assert DatasetMapper.from_config(kp, is_train=True)["use_keypoint"] is True
+    with pytest.raises(ValueError, match="random_flip"):
+        DatasetMapper.from_config(get_config("mask_rcnn_R_50_FPN", ["input.random_flip=diagonal"]))

@@ -248,13 +248,8 @@ def _build_loaded_model(cfg, weights: str, device: str):
 
 def _test_mapper(cfg):
     from detcore.engine.data import DatasetMapper
-    from detcore.engine.data.transforms.augmentation import ResizeShortestEdge
 
-    return DatasetMapper(
-        False,
-        augmentations=[ResizeShortestEdge([cfg.input.min_size_test] * 2, cfg.input.max_size_test)],
-        image_format=cfg.model.input_format,
-    )
+    return DatasetMapper(**DatasetMapper.from_config(cfg, is_train=False))
 
 
 def _evaluate(model, cfg, split: _Split, classes: list[str] | None, out_dir: Path) -> dict:
@@ -305,7 +300,6 @@ def _train(args: argparse.Namespace) -> int:
         TrainingSampler,
         repeat_factors_from_category_frequency,
     )
-    from detcore.engine.data.transforms.augmentation import RandomFlip, ResizeShortestEdge
     from detcore.engine.train import (
         AMPTrainer,
         CommonMetricPrinter,
@@ -364,26 +358,7 @@ def _train(args: argparse.Namespace) -> int:
     dicts = train_split.dicts_fn()
     if not dicts:
         raise CLIError(f"training dataset {train_split.name!r} has no images with annotations")
-    augs: list = [
-        ResizeShortestEdge(
-            cfg.input.min_size_train, cfg.input.max_size_train, cfg.input.min_size_train_sampling
-        )
-    ]
-    if cfg.input.random_flip != "none":
-        augs.append(
-            RandomFlip(
-                horizontal=cfg.input.random_flip == "horizontal",
-                vertical=cfg.input.random_flip == "vertical",
-            )
-        )
-    mapper = DatasetMapper(
-        True,
-        augmentations=augs,
-        image_format=cfg.model.input_format,
-        use_instance_mask=_uses_masks(cfg),
-        instance_mask_format=cfg.input.mask_format,
-        use_keypoint=_uses_keypoints(cfg),
-    )
+    mapper = DatasetMapper(**DatasetMapper.from_config(cfg, is_train=True))
     if loader_cfg.sampler_train == "RepeatFactorTrainingSampler":
         factors = repeat_factors_from_category_frequency(dicts, loader_cfg.repeat_threshold)
         sampler = RepeatFactorTrainingSampler(factors, seed=args.seed)

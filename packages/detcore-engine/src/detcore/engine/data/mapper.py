@@ -67,6 +67,41 @@ class DatasetMapper:
         self.recompute_boxes = recompute_boxes
         self.filter_empty = filter_empty
 
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True) -> dict:
+        """Constructor kwargs from a detcore :class:`~detcore.archs.Config` (detectron2's convention):
+        ``DatasetMapper(**DatasetMapper.from_config(cfg, is_train))``.
+
+        Training: ``ResizeShortestEdge(cfg.input.min_size_train, max_size_train, min_size_train_sampling)``
+        then ``RandomFlip`` per ``cfg.input.random_flip`` ("horizontal", "vertical" or "none"); masks and
+        keypoints when the ROI heads have ``mask_on`` / ``keypoint_on``. Inference: ``ResizeShortestEdge`` to
+        ``min_size_test`` (capped at ``max_size_test``), no annotations.
+        """
+        from detcore.engine.data.transforms.augmentation import RandomFlip, ResizeShortestEdge
+
+        inp = cfg.input
+        if inp.random_flip not in ("horizontal", "vertical", "none"):
+            raise ValueError(
+                f"input.random_flip must be 'horizontal', 'vertical' or 'none', got {inp.random_flip!r}"
+            )
+        roi = cfg.model.roi_heads
+        if not is_train:
+            augs = [ResizeShortestEdge([inp.min_size_test] * 2, inp.max_size_test)]
+            return {"is_train": False, "augmentations": augs, "image_format": cfg.model.input_format}
+        augs = [ResizeShortestEdge(inp.min_size_train, inp.max_size_train, inp.min_size_train_sampling)]
+        if inp.random_flip != "none":
+            augs.append(
+                RandomFlip(horizontal=inp.random_flip == "horizontal", vertical=inp.random_flip == "vertical")
+            )
+        return {
+            "is_train": True,
+            "augmentations": augs,
+            "image_format": cfg.model.input_format,
+            "use_instance_mask": bool(getattr(roi, "mask_on", False)) if roi is not None else False,
+            "instance_mask_format": inp.mask_format,
+            "use_keypoint": bool(getattr(roi, "keypoint_on", False)) if roi is not None else False,
+        }
+
     def _transform_annotations(self, dataset_dict: dict, transforms, image_shape: tuple[int, int]) -> None:
         annos = []
         for obj in dataset_dict.pop("annotations"):
