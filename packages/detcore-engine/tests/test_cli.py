@@ -183,6 +183,30 @@ def test_eval_reproduces_training_evaluation(trained, shapes_root, tmp_path):
     assert got == json.loads((trained / "eval" / "results.json").read_text())
 
 
+def test_eval_with_test_time_augmentation(trained, shapes_root, tmp_path):
+    def run(out, *overrides):
+        argv = [
+            "eval",
+            "--config",
+            str(trained / "config.yaml"),
+            "--weights",
+            str(trained / "model_final.pth"),
+        ]
+        argv += ["--output-dir", str(out), "--dataset-root", str(shapes_root), *overrides]
+        assert main(argv) == 0
+        return json.loads((out / "results.json").read_text())
+
+    plain = run(tmp_path / "plain")
+    # one augmentation at the test size, no flip: GeneralizedRCNNWithTTA equals the plain model
+    single = run(tmp_path / "one", "test.aug.enabled=true", "test.aug.min_sizes=[128]", "test.aug.flip=false")
+    assert single == plain
+    # a real multi-scale + flip run goes through the TTA merge and still evaluates every task
+    multi = run(
+        tmp_path / "multi", "test.aug.enabled=true", "test.aug.min_sizes=[96,128]", "test.aug.flip=true"
+    )
+    assert set(multi) == set(plain) == {"bbox", "segm"}
+
+
 def test_predict_writes_png_and_json_per_image(trained, shapes_root, tmp_path):
     out = tmp_path / "pred"
     rc = main(

@@ -253,12 +253,20 @@ def _test_mapper(cfg):
 
 
 def _evaluate(model, cfg, split: _Split, classes: list[str] | None, out_dir: Path) -> dict:
-    """COCO AP of ``model`` on ``split``; writes ``out_dir/results.json``."""
+    """COCO AP of ``model`` on ``split``; writes ``out_dir/results.json``. With ``cfg.test.aug.enabled``
+    the model runs under :class:`~detcore.archs.GeneralizedRCNNWithTTA` (detectron2's ``TEST.AUG``)."""
     from detcore.engine.data import build_detection_test_loader
     from detcore.engine.evaluation import COCOEvaluator, inference_on_dataset
 
     if split.json_file is None:
         raise CLIError(f"dataset {split.name!r} has no COCO json: cannot evaluate")
+    if cfg.test.aug.enabled:
+        from detcore.archs import GeneralizedRCNNWithTTA
+
+        try:
+            model = GeneralizedRCNNWithTTA(cfg, model)
+        except (TypeError, NotImplementedError) as e:
+            raise CLIError(f"test.aug.enabled=true: {e}") from e
     loader = build_detection_test_loader(split.dicts_fn(), mapper=_test_mapper(cfg))
     tasks = (
         ["bbox"] + (["segm"] if _uses_masks(cfg) else []) + (["keypoints"] if _uses_keypoints(cfg) else [])
