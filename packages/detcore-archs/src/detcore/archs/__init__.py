@@ -26,6 +26,7 @@ from detcore.archs.config import (
     load_config,
 )
 from detcore.archs.detectron2_config import from_detectron2_config
+from detcore.archs.export import ExportableRCNN, export_model
 from detcore.archs.meta_arch import (
     GeneralizedRCNN,
     ProposalNetwork,
@@ -42,6 +43,7 @@ __all__ = [
     "FCOS",
     "Config",
     "DenseDetector",
+    "ExportableRCNN",
     "FCOSConfig",
     "GeneralizedRCNN",
     "InputConfig",
@@ -59,6 +61,7 @@ __all__ = [
     "config_to_dict",
     "detector_postprocess",
     "dump_config",
+    "export_model",
     "from_detectron2_config",
     "get_config",
     "list_configs",

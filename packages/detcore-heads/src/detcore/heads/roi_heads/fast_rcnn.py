@@ -26,12 +26,17 @@ __all__ = [
 _LOSS_KEYS = ("loss_cls", "loss_box_reg")
 
 
+def _as_size(v: Any) -> Any:
+    # a symbolic size (torch.export with a dynamic image size) stays symbolic: int() would specialise it
+    return v if isinstance(v, torch.SymInt) else int(v)
+
+
 def _check_image_shape(image_shape: Any, name: str) -> tuple[int, int]:
     if isinstance(image_shape, Tensor):
         image_shape = image_shape.tolist()
     if not isinstance(image_shape, Sequence) or len(image_shape) != 2:
         raise ValueError(f"{name} must be an (height, width) pair, got {image_shape!r}")
-    return int(image_shape[0]), int(image_shape[1])
+    return _as_size(image_shape[0]), _as_size(image_shape[1])
 
 
 def fast_rcnn_inference(
@@ -103,23 +108,23 @@ def fast_rcnn_inference_single_image(
     if isinstance(topk_per_image, bool) or not isinstance(topk_per_image, int):
         raise TypeError(f"topk_per_image must be an int, got {topk_per_image!r}")
 
-    # A finite row sum implies finite entries (inf and nan propagate), so the exact per-element check only
-    # runs when some row sum is not finite (e.g. a huge but finite row that overflows: then it decides).
-    if not bool(torch.isfinite(boxes.sum(dim=1) + scores.sum(dim=1)).all()):
-        valid_mask = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
-        boxes = boxes[valid_mask]
-        scores = scores[valid_mask]
+    # Rows with a non-finite box or score are dropped (detectron2). Masking them out of the candidates instead
+    # of indexing them away keeps the same candidates in the same order without a branch on the data.
+    valid_mask = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
 
     scores = scores[:, :-1]
     # Threshold first, then clip only the surviving candidates: the same values as detectron2's
     # clip-everything-then-filter, without touching the R * K boxes that are thrown away.
-    filter_mask = scores > score_thresh  # [R, K]
+    filter_mask = (scores > score_thresh) & valid_mask[:, None]  # [R, K]
     filter_inds = filter_mask.nonzero()  # [M, 2] (proposal, class), row-major like boolean indexing
     if num_bbox_reg_classes == 1:
         boxes = boxes[filter_inds[:, 0]]
     else:
         boxes = boxes.view(-1, num_bbox_reg_classes, 4)[filter_mask]
     scores = scores[filter_mask]
+    # proposal indices count the valid rows only, as if the invalid ones had been removed first
+    valid_rank = valid_mask.cumsum(0) - 1
+    filter_inds = torch.stack((valid_rank[filter_inds[:, 0]], filter_inds[:, 1]), dim=1)
     return _clip_nms_topk(boxes, scores, filter_inds, (height, width), nms_thresh, topk_per_image)
 
 
@@ -469,6 +474,10 @@ class FastRCNNOutputLayers(nn.Module):
         """:meth:`inference` decoding only the candidates; None where that could differ (the general path)."""
         if type(self.box2box_transform) is not Box2BoxTransform or not len(proposals):
             return None
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            # choosing this path depends on the values (the bound below): traced graphs take the general
+            # path, which gives the same detections for every input
+            return None
         _, proposal_deltas = predictions
         proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
         if proposal_boxes.shape[0] != proposal_deltas.shape[0] or proposal_deltas.shape[1] % 4 != 0:
@@ -481,7 +490,7 @@ class FastRCNNOutputLayers(nn.Module):
         if proposal_boxes.numel() and not float(proposal_boxes.detach().abs().amax()) < bound:
             return None
         probs = self.predict_probs(predictions, proposals)
-        num_per_image = [len(p) for p in proposals]
+        num_per_image = [p.__len__() for p in proposals]
         results, kept = [], []
         for probs_i, deltas_i, boxes_i, p in zip(
             probs, proposal_deltas.split(num_per_image), proposal_boxes.split(num_per_image), proposals
@@ -528,14 +537,14 @@ class FastRCNNOutputLayers(nn.Module):
             predict_boxes = predict_boxes.view(n, k, b)[
                 torch.arange(n, device=predict_boxes.device), gt_classes
             ]
-        return list(predict_boxes.split([len(p) for p in proposals]))
+        return list(predict_boxes.split([p.__len__() for p in proposals]))
 
     def predict_boxes(self, predictions: tuple[Tensor, Tensor], proposals: list[Instances]) -> list[Tensor]:
         """Per image the decoded boxes (Tensor[Ri, K * 4] or [Ri, 4]) of each proposal."""
         if not len(proposals):
             return []
         _, proposal_deltas = predictions
-        num_prop_per_image = [len(p) for p in proposals]
+        num_prop_per_image = [p.__len__() for p in proposals]
         proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
         predict_boxes = self.box2box_transform.apply_deltas(proposal_deltas, proposal_boxes)
         return list(predict_boxes.split(num_prop_per_image))
@@ -543,6 +552,6 @@ class FastRCNNOutputLayers(nn.Module):
     def predict_probs(self, predictions: tuple[Tensor, Tensor], proposals: list[Instances]) -> list[Tensor]:
         """Per image the class probabilities (Tensor[Ri, K + 1]): softmax, or sigmoid with sigmoid CE."""
         scores, _ = predictions
-        num_inst_per_image = [len(p) for p in proposals]
+        num_inst_per_image = [p.__len__() for p in proposals]
         probs = scores.sigmoid() if self.use_sigmoid_ce else F.softmax(scores, dim=-1)
         return list(probs.split(num_inst_per_image, dim=0))
