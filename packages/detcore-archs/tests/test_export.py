@@ -111,7 +111,7 @@ def test_export_model_validates_arguments(model):
     with pytest.raises(ValueError, match="multiples of 32"):
         export_model(model, torch.rand(3, 100, 128))
     with pytest.raises(ValueError, match="min_size"):
-        export_model(model, torch.rand(3, 128, 128), min_size=16)
+        export_model(model, torch.rand(3, 128, 128), min_size=64)
 
 
 # ---- the trained golden tiny model: real detections, real masks ----

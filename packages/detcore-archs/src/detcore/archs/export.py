@@ -84,9 +84,12 @@ def export_model(
     """``torch.export.export`` of :class:`ExportableRCNN` on ``example_image``.
 
     With ``dynamic``, the image height and width are symbolic: any multiple of the backbone's
-    ``size_divisibility`` (32 for R-50-FPN; any size when it is 0 or 1) in ``[min_size, max_size]`` is accepted.
-    Other sizes are rejected by the exported program; pad them to a multiple first (``ImageList.from_tensors``
-    pads with zeros after normalisation, so pad the raw image with ``pixel_mean``).
+    ``size_divisibility`` (32 for R-50-FPN; any size when it is 0 or 1) in ``[min_size, max_size]`` is accepted
+    (``min_size >= 3 * size_divisibility``: smaller images have a 1-pixel p6, which export specialises).
+    Other sizes are rejected by the exported program (pad such images to a multiple first; detections are
+    then clipped to the padded size rather than the image size). Sizes that are not
+    multiples are not exportable as one program: the reshapes of the padded feature maps produce guards on
+    ceil-divisions that the symbolic solver cannot discharge.
 
     Args:
         model (GeneralizedRCNN | ExportableRCNN): the model (eval mode).
@@ -108,9 +111,12 @@ def export_model(
     dynamic_shapes: Any = None
     if dynamic:
         div = max(int(wrapper.model.backbone.size_divisibility), 1)
-        if min_size < div or max_size < min_size:
+        # torch.export treats a dynamic size of 1 as a special case: the coarsest feature map (p6 of an FPN,
+        # stride 2 * div) must be at least 2 pixels, so images are at least 3 * div pixels
+        lowest = 3 * div if div > 1 else 2
+        if min_size < lowest or max_size < min_size:
             raise ValueError(
-                f"min_size and max_size must satisfy {div} <= min_size <= max_size, got {min_size}, {max_size}"
+                f"min_size and max_size must satisfy {lowest} <= min_size <= max_size, got {min_size}, {max_size}"
             )
         h, w = (int(s) for s in example_image.shape[1:])
         if h % div or w % div or not (min_size <= h <= max_size and min_size <= w <= max_size):
