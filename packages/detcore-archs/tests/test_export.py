@@ -2,8 +2,9 @@
 
 The whole inference (backbone, RPN with its top-k / NMS, box head with score threshold / per-class NMS,
 mask head) is exported once with symbolic H and W (multiples of 32); the program is then run on image sizes
-other than the traced one and must give eager's detections. Export is slow, so each program is built once
-per module."""
+other than the traced one and must give eager's detections. The trained golden tiny model is exported with
+post-processing to a dynamic output size (pasted masks) and checked against eager and detectron2. Export is
+slow, so each program is built once."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def _assert_same(got, expected):
     for name, a, b in zip(("boxes", "scores", "classes", "masks"), got, expected):
         assert a.shape == b.shape, name
         assert a.dtype == b.dtype, name
-        if b.dtype == torch.int64:
+        if b.dtype in (torch.int64, torch.bool):
             assert torch.equal(a, b), name
         else:
             torch.testing.assert_close(a, b, rtol=0, atol=1e-4, msg=name)
@@ -112,6 +113,10 @@ def test_export_model_validates_arguments(model):
         export_model(model, torch.rand(3, 100, 128))
     with pytest.raises(ValueError, match="min_size"):
         export_model(model, torch.rand(3, 128, 128), min_size=64)
+    with pytest.raises(ValueError, match="output_size"):
+        export_model(model, torch.rand(3, 128, 128), output_size=(0, 128))
+    with pytest.raises(ValueError, match="height and width"):
+        ExportableRCNN(model)(torch.rand(3, 128, 128), height=128)
 
 
 # ---- the trained golden tiny model: real detections, real masks ----
@@ -130,21 +135,26 @@ def _golden_image(golden_dir, name):
     return d, torch.as_tensor(d["input_bgr_resized"].transpose(2, 0, 1).astype("float32"))
 
 
-def test_exported_golden_model_matches_eager_and_detectron2(golden_dir, tiny_overrides):
+def test_exported_golden_model_with_postprocess_matches_eager_and_detectron2(golden_dir, tiny_overrides):
     model = build_model(get_config("mask_rcnn_R_50_FPN", tiny_overrides)).eval()
     assert load_checkpoint(model, golden_dir / "model.pth", strict=True).ok
-    _, traced = _golden_image(golden_dir, "00000")  # 256x320
-    program = export_model(model, traced, min_size=96, max_size=512).module()
-    # 00004 is 256x384 (not the traced size); blank_flat has no detection (empty outputs at run time)
+    _, traced = _golden_image(golden_dir, "00000")  # 256x320, output 256x320
+    program = export_model(model, traced, min_size=96, max_size=512, output_size=(256, 320)).module()
+    # 00004 is 256x384 with output 240x360 (neither traced); blank_flat has no detection (empty outputs)
     for name, num_dets in (("00004", 53), ("blank_flat", 0), ("00000", 21)):
         d, image = _golden_image(golden_dir, name)
-        expected = _eager(model, image)
+        height, width = (int(v) for v in d["original_size"])
         with torch.no_grad():
-            got = program(image)
-        _assert_same(got, expected)
-        assert got[0].shape[0] == num_dets == d["raw/pred_boxes"].shape[0]
-        # and detectron2's raw outputs, at the tolerances of test_golden.py
-        torch.testing.assert_close(got[0], torch.as_tensor(d["raw/pred_boxes"]), atol=1e-2, rtol=0)
-        torch.testing.assert_close(got[1], torch.as_tensor(d["raw/scores"]), atol=1e-4, rtol=0)
-        assert torch.equal(got[2], torch.as_tensor(d["raw/pred_classes"]).to(torch.int64))
-        torch.testing.assert_close(got[3], torch.as_tensor(d["raw/mask_probs"]), atol=2e-3, rtol=0)
+            (ref,) = model([{"image": image, "height": height, "width": width}])
+            got = program(image, height, width)
+        ref = ref["instances"]
+        _assert_same(got, (ref.pred_boxes.tensor, ref.scores, ref.pred_classes, ref.pred_masks))
+        assert got[0].shape[0] == num_dets == d["final/pred_boxes"].shape[0]
+        assert got[3].shape == (num_dets, height, width) and got[3].dtype == torch.bool
+        # and detectron2's final outputs, at the tolerances of test_golden.py
+        torch.testing.assert_close(got[0], torch.as_tensor(d["final/pred_boxes"]), atol=1e-2, rtol=0)
+        torch.testing.assert_close(got[1], torch.as_tensor(d["final/scores"]), atol=1e-4, rtol=0)
+        assert torch.equal(got[2], torch.as_tensor(d["final/pred_classes"]).to(torch.int64))
+        if num_dets:
+            differ = (got[3].to(torch.uint8) != torch.as_tensor(d["final/pred_masks"])).float().mean().item()
+            assert differ <= 1e-4

@@ -5,7 +5,11 @@ Example::
 
     model = build_model(get_config("mask_rcnn_R_50_FPN")).eval()
     ep = export_model(model, torch.rand(3, 480, 640) * 255)
-    boxes, scores, classes, masks = ep.module()(image)  # any H, W multiple of 32 in range
+    boxes, scores, classes, mask_probs = ep.module()(image)  # any H, W multiple of 32 in range
+
+    # with post-processing to an output resolution (dynamic too): bool masks [D, height, width]
+    ep = export_model(model, torch.rand(3, 480, 640) * 255, output_size=(600, 800))
+    boxes, scores, classes, masks = ep.module()(image, height, width)
 
 The exported graph is the eager inference itself (proposal selection, NMS, ROI heads, mask head): the
 data-dependent counts (candidates kept, NMS survivors, detections) are symbolic sizes of the graph, so the
@@ -19,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from detcore.archs.meta_arch.postprocessing import detector_postprocess
 from detcore.archs.meta_arch.rcnn import GeneralizedRCNN
 
 __all__ = ["ExportableRCNN", "export_model"]
@@ -47,18 +52,24 @@ class ExportableRCNN(nn.Module):
         self.model = model
         self.mask_on = bool(getattr(model.roi_heads, "mask_on", False))
 
-    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
+    def forward(
+        self, image: Tensor, height: int | None = None, width: int | None = None
+    ) -> tuple[Tensor, ...]:
         """Detect objects in one image.
 
         Args:
             image (Tensor[C, H, W]): the image as ``GeneralizedRCNN`` takes it (``input_format`` channel order,
                 uint8 or float pixel values).
+            height / width (int | None): output resolution (both or neither). When given, the detections are
+                post-processed as ``GeneralizedRCNN`` does for an input dict with ``height``/``width``
+                (:func:`~detcore.archs.detector_postprocess`: boxes rescaled and clipped, empty boxes
+                removed, masks pasted and thresholded).
 
         Returns:
-            pred_boxes (Tensor[D, 4]): XYXY, absolute pixels of ``image``; scores (Tensor[D]);
-            pred_classes (Tensor[D] int64); and, for a model with a mask head, pred_masks
-            (Tensor[D, 1, M, M]): mask probabilities of the predicted class inside each box. Sorted by
-            decreasing score.
+            pred_boxes (Tensor[D, 4]): XYXY, absolute pixels (of ``image``, or of the output resolution);
+            scores (Tensor[D]); pred_classes (Tensor[D] int64); and, for a model with a mask head,
+            pred_masks: Tensor[D, 1, M, M] mask probabilities of the predicted class inside each box, or
+            with ``height``/``width`` Tensor[D, height, width] bool image masks. Sorted by decreasing score.
         """
         if self.model.training:
             raise RuntimeError("ExportableRCNN needs the model in eval mode (call model.eval() first)")
@@ -66,7 +77,13 @@ class ExportableRCNN(nn.Module):
             raise ValueError(
                 f"image must be a Tensor[C, H, W], got {getattr(image, 'shape', type(image).__name__)}"
             )
+        if (height is None) != (width is None):
+            raise ValueError(
+                f"height and width must be given together, got height={height!r}, width={width!r}"
+            )
         (result,) = self.model.inference([{"image": image}], do_postprocess=False)
+        if height is not None:
+            result = detector_postprocess(result, height, width)
         out = (result.pred_boxes.tensor, result.scores, result.pred_classes)
         if self.mask_on:
             out = (*out, result.pred_masks)
@@ -79,6 +96,7 @@ def export_model(
     dynamic: bool = True,
     min_size: int = 96,
     max_size: int = 1344,
+    output_size: tuple[int, int] | None = None,
     strict: bool = False,
 ) -> torch.export.ExportedProgram:
     """``torch.export.export`` of :class:`ExportableRCNN` on ``example_image``.
@@ -96,11 +114,14 @@ def export_model(
         example_image (Tensor[C, H, W]): an image for tracing; H and W must be allowed sizes.
         dynamic (bool): dynamic height and width (else the program is specialised to the example's size).
         min_size / max_size (int): range of the dynamic height and width, in pixels.
+        output_size (tuple[int, int] | None): an example ``(height, width)`` output resolution. When given,
+            the program takes ``(image, height, width)`` and post-processes (see :class:`ExportableRCNN`);
+            with ``dynamic`` the output height and width are symbolic too (any positive ints).
         strict (bool): passed to ``torch.export.export``.
 
     Returns:
-        torch.export.ExportedProgram: ``program.module()(image)`` returns what :meth:`ExportableRCNN.forward`
-        returns.
+        torch.export.ExportedProgram: ``program.module()(image)`` (or ``(image, height, width)``) returns what
+        :meth:`ExportableRCNN.forward` returns.
     """
     wrapper = model if isinstance(model, ExportableRCNN) else ExportableRCNN(model)
     if not isinstance(example_image, Tensor) or example_image.dim() != 3:
@@ -108,6 +129,17 @@ def export_model(
             f"example_image must be a Tensor[C, H, W], got "
             f"{getattr(example_image, 'shape', type(example_image).__name__)}"
         )
+    args: tuple[Any, ...] = (example_image,)
+    if output_size is not None:
+        if (
+            not isinstance(output_size, (tuple, list))
+            or len(output_size) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in output_size)
+        ):
+            raise ValueError(
+                f"output_size must be a (height, width) pair of positive ints, got {output_size!r}"
+            )
+        args = (example_image, int(output_size[0]), int(output_size[1]))
     dynamic_shapes: Any = None
     if dynamic:
         div = max(int(wrapper.model.backbone.size_divisibility), 1)
@@ -133,5 +165,7 @@ def export_model(
         else:
             dims = {1: torch.export.Dim("h", min=lo, max=hi), 2: torch.export.Dim("w", min=lo, max=hi)}
         dynamic_shapes = {"image": dims}
+        if output_size is not None:
+            dynamic_shapes.update(height=torch.export.Dim.DYNAMIC, width=torch.export.Dim.DYNAMIC)
     with torch.no_grad():
-        return torch.export.export(wrapper, (example_image,), dynamic_shapes=dynamic_shapes, strict=strict)
+        return torch.export.export(wrapper, args, dynamic_shapes=dynamic_shapes, strict=strict)
