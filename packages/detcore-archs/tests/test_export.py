@@ -78,6 +78,16 @@ def test_exported_rcnn_matches_eager_on_other_sizes(model, exported, size):
     assert bool((boxes[:, 0::2] <= size[1]).all()) and bool((boxes[:, 1::2] <= size[0]).all())
 
 
+def test_saved_and_loaded_program_gives_the_same_detections(model, program, tmp_path):
+    path = tmp_path / "mask_rcnn.pt2"
+    torch.export.save(program, path)
+    loaded = torch.export.load(path).module()
+    image = torch.rand(3, 192, 256, generator=torch.Generator().manual_seed(4)) * 255
+    with torch.no_grad():
+        got = loaded(image)
+    _assert_same(got, _eager(model, image))
+
+
 def test_wrapper_equals_inference(model):
     image = torch.rand(3, 128, 160, generator=torch.Generator().manual_seed(3)) * 255
     with torch.no_grad():
