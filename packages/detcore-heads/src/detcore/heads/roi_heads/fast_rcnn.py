@@ -471,23 +471,13 @@ class FastRCNNOutputLayers(nn.Module):
     def _inference_decoding_candidates(
         self, predictions: tuple[Tensor, Tensor], proposals: list[Instances]
     ) -> tuple[list[Instances], list[Tensor]] | None:
-        """:meth:`inference` decoding only the candidates; None where that could differ (the general path)."""
+        """:meth:`inference` decoding only the candidates; None for a box transform other than
+        :class:`Box2BoxTransform` (then the general path decodes every proposal for every class)."""
         if type(self.box2box_transform) is not Box2BoxTransform or not len(proposals):
-            return None
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():
-            # choosing this path depends on the values (the bound below): traced graphs take the general
-            # path, which gives the same detections for every input
             return None
         _, proposal_deltas = predictions
         proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
         if proposal_boxes.shape[0] != proposal_deltas.shape[0] or proposal_deltas.shape[1] % 4 != 0:
-            return None
-        # detectron2 drops rows with a non-finite decoded box (any class). With |coordinates| and |deltas|
-        # below 1e15 every decoded box is finite (exp(dw) is clamped), so no row can be dropped for its boxes.
-        bound = 1e15
-        if proposal_deltas.numel() and not float(proposal_deltas.detach().abs().amax()) < bound:
-            return None
-        if proposal_boxes.numel() and not float(proposal_boxes.detach().abs().amax()) < bound:
             return None
         probs = self.predict_probs(predictions, proposals)
         num_per_image = [p.__len__() for p in proposals]
@@ -496,11 +486,11 @@ class FastRCNNOutputLayers(nn.Module):
             probs, proposal_deltas.split(num_per_image), proposal_boxes.split(num_per_image), proposals
         ):
             height, width = _check_image_shape(p.image_size, "image_size")
-            if not bool(torch.isfinite(probs_i.sum(dim=1)).all()):
-                valid = torch.isfinite(probs_i).all(dim=1)
-                probs_i, deltas_i, boxes_i = probs_i[valid], deltas_i[valid], boxes_i[valid]
+            # Rows are dropped as in detectron2 (a non-finite probability, or a non-finite decoded box of
+            # any class) by masking them out of the candidates, with no branch on the data.
+            valid = torch.isfinite(probs_i).all(dim=1) & self._rows_decoding_finite(deltas_i, boxes_i)
             cls_scores = probs_i[:, :-1]
-            filter_mask = cls_scores > self.test_score_thresh
+            filter_mask = (cls_scores > self.test_score_thresh) & valid[:, None]
             filter_inds = filter_mask.nonzero()
             num_bbox_reg_classes = deltas_i.shape[1] // 4
             if num_bbox_reg_classes == 1:
@@ -508,6 +498,9 @@ class FastRCNNOutputLayers(nn.Module):
             else:
                 cand_deltas = deltas_i.view(-1, num_bbox_reg_classes, 4)[filter_mask]
             cand_boxes = self.box2box_transform.apply_deltas(cand_deltas, boxes_i[filter_inds[:, 0]])
+            # proposal indices count the valid rows only, as if the invalid ones had been removed first
+            valid_rank = valid.cumsum(0) - 1
+            filter_inds = torch.stack((valid_rank[filter_inds[:, 0]], filter_inds[:, 1]), dim=1)
             r, k = _clip_nms_topk(
                 cand_boxes,
                 cls_scores[filter_mask],
@@ -519,6 +512,16 @@ class FastRCNNOutputLayers(nn.Module):
             results.append(r)
             kept.append(k)
         return results, kept
+
+    def _rows_decoding_finite(self, deltas: Tensor, boxes: Tensor) -> Tensor:
+        """Tensor[R] bool: True where the boxes decoded from ``deltas [R, K*4]`` and ``boxes [R, 4]`` are
+        finite for every class. With |coordinates| and |deltas| below 1e15 they are (exp(dw) is clamped), so
+        only the other rows (usually none) are decoded to check."""
+        bound = 1e15
+        bounded = (deltas.abs() < bound).all(dim=1) & (boxes.abs() < bound).all(dim=1)
+        (unbounded,) = torch.nonzero(~bounded, as_tuple=True)
+        decoded = self.box2box_transform.apply_deltas(deltas[unbounded], boxes[unbounded])
+        return bounded.index_put((unbounded,), torch.isfinite(decoded).all(dim=1))
 
     def predict_boxes_for_gt_classes(
         self, predictions: tuple[Tensor, Tensor], proposals: list[Instances]
