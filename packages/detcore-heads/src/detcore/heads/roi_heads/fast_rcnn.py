@@ -110,7 +110,7 @@ def fast_rcnn_inference_single_image(
 
     # Rows with a non-finite box or score are dropped (detectron2). Masking them out of the candidates instead
     # of indexing them away keeps the same candidates in the same order without a branch on the data.
-    valid_mask = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
+    valid_mask = _finite_rows(boxes, scores)
 
     scores = scores[:, :-1]
     # Threshold first, then clip only the surviving candidates: the same values as detectron2's
@@ -122,10 +122,40 @@ def fast_rcnn_inference_single_image(
     else:
         boxes = boxes.view(-1, num_bbox_reg_classes, 4)[filter_mask]
     scores = scores[filter_mask]
-    # proposal indices count the valid rows only, as if the invalid ones had been removed first
-    valid_rank = valid_mask.cumsum(0) - 1
-    filter_inds = torch.stack((valid_rank[filter_inds[:, 0]], filter_inds[:, 1]), dim=1)
+    filter_inds = _renumber_valid_rows(filter_inds, valid_mask)
     return _clip_nms_topk(boxes, scores, filter_inds, (height, width), nms_thresh, topk_per_image)
+
+
+def _is_tracing() -> bool:
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
+def _finite_rows(*tensors: Tensor) -> Tensor:
+    """Tensor[R] bool: True where row r of every ``tensors[i] [R, Ci]`` is finite.
+
+    A finite row sum implies finite entries (inf and nan propagate), so the exact per-element test only runs on
+    the rows whose sum is not finite (usually none; a huge but finite row that overflows is one).
+    """
+    total = tensors[0].sum(dim=1)
+    for t in tensors[1:]:
+        total = total + t.sum(dim=1)
+    finite = torch.isfinite(total)
+    if not _is_tracing() and bool(finite.all()):
+        return finite  # nothing to check (the general form below would change nothing)
+    (check,) = torch.nonzero(~finite, as_tuple=True)
+    exact = torch.isfinite(tensors[0][check]).all(dim=1)
+    for t in tensors[1:]:
+        exact = exact & torch.isfinite(t[check]).all(dim=1)
+    return finite.index_put((check,), exact)
+
+
+def _renumber_valid_rows(filter_inds: Tensor, valid: Tensor) -> Tensor:
+    """``filter_inds [M, 2]`` (row, class) with rows counted among the ``valid [R]`` rows only, as if the
+    invalid rows had been removed first (detectron2's kept indices)."""
+    if not _is_tracing() and bool(valid.all()):
+        return filter_inds  # every row valid: the ranks are the rows
+    valid_rank = valid.cumsum(0) - 1
+    return torch.stack((valid_rank[filter_inds[:, 0]], filter_inds[:, 1]), dim=1)
 
 
 def _clip_nms_topk(
@@ -488,7 +518,7 @@ class FastRCNNOutputLayers(nn.Module):
             height, width = _check_image_shape(p.image_size, "image_size")
             # Rows are dropped as in detectron2 (a non-finite probability, or a non-finite decoded box of
             # any class) by masking them out of the candidates, with no branch on the data.
-            valid = torch.isfinite(probs_i).all(dim=1) & self._rows_decoding_finite(deltas_i, boxes_i)
+            valid = _finite_rows(probs_i) & self._rows_decoding_finite(deltas_i, boxes_i)
             cls_scores = probs_i[:, :-1]
             filter_mask = (cls_scores > self.test_score_thresh) & valid[:, None]
             filter_inds = filter_mask.nonzero()
@@ -498,9 +528,7 @@ class FastRCNNOutputLayers(nn.Module):
             else:
                 cand_deltas = deltas_i.view(-1, num_bbox_reg_classes, 4)[filter_mask]
             cand_boxes = self.box2box_transform.apply_deltas(cand_deltas, boxes_i[filter_inds[:, 0]])
-            # proposal indices count the valid rows only, as if the invalid ones had been removed first
-            valid_rank = valid.cumsum(0) - 1
-            filter_inds = torch.stack((valid_rank[filter_inds[:, 0]], filter_inds[:, 1]), dim=1)
+            filter_inds = _renumber_valid_rows(filter_inds, valid)
             r, k = _clip_nms_topk(
                 cand_boxes,
                 cls_scores[filter_mask],
@@ -518,7 +546,10 @@ class FastRCNNOutputLayers(nn.Module):
         finite for every class. With |coordinates| and |deltas| below 1e15 they are (exp(dw) is clamped), so
         only the other rows (usually none) are decoded to check."""
         bound = 1e15
-        bounded = (deltas.abs() < bound).all(dim=1) & (boxes.abs() < bound).all(dim=1)
+        # NaN propagates through amax, so a row with a NaN is not "bounded" (and is checked)
+        bounded = (deltas.abs().amax(dim=1) < bound) & (boxes.abs().amax(dim=1) < bound)
+        if not _is_tracing() and bool(bounded.all()):
+            return bounded  # nothing to decode (the general form below would change nothing)
         (unbounded,) = torch.nonzero(~bounded, as_tuple=True)
         decoded = self.box2box_transform.apply_deltas(deltas[unbounded], boxes[unbounded])
         return bounded.index_put((unbounded,), torch.isfinite(decoded).all(dim=1))
