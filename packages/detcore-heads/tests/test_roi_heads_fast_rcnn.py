@@ -292,7 +292,7 @@ def test_box_head_names_shapes_and_errors():
 @pytest.mark.parametrize("agnostic", [False, True])
 @pytest.mark.parametrize("case", ["plain", "nan_delta", "huge_delta", "inf_logit", "two_images"])
 def test_inference_equals_fast_rcnn_inference_on_decoded_boxes(agnostic, case):
-    """inference() decodes only the candidates when it can; results must equal the general path."""
+    """inference() decodes only the candidates; results must equal the general path (all decoded)."""
     pred = _predictor(cls_agnostic_bbox_reg=agnostic, test_score_thresh=0.05, test_topk_per_image=20)
     g = torch.Generator().manual_seed(7)
     n = 50
@@ -321,5 +321,40 @@ def test_inference_equals_fast_rcnn_inference_on_decoded_boxes(agnostic, case):
         torch.testing.assert_close(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=1e-5, rtol=1e-6)
     if case == "huge_delta":
         assert sum(len(a) for a in got) > 0
+    # the candidate-decoding path handles every case itself (non-finite and huge rows are masked out)
     fast = pred._inference_decoding_candidates((scores, deltas), props)
-    assert (fast is None) == (case in ("nan_delta", "huge_delta"))
+    assert fast is not None
+
+
+@pytest.mark.parametrize("candidates_only", [False, True])
+def test_inference_drops_non_finite_rows_keeps_huge_finite_rows(candidates_only):
+    """Row 1 has an inf coordinate (dropped); row 2 is finite but its sum overflows float32 (kept, clipped);
+    kept indices count the valid rows only (detectron2)."""
+    boxes = torch.tensor(
+        [[0.0, 0, 10, 10], [float("inf"), 0, 5, 5], [1e38, 1e38, 3e38, 3e38], [20, 20, 30, 30]]
+    )
+    assert not torch.isfinite(boxes[2].sum())
+    s = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    probs = torch.stack((s, 1 - s), dim=1)
+    expected_boxes = torch.tensor([[0.0, 0, 10, 10], [60, 50, 60, 50], [20, 20, 30, 30]])
+    if candidates_only:
+        # the same through FastRCNNOutputLayers.inference: zero deltas decode to the proposals themselves
+        pred = FastRCNNOutputLayers(
+            ShapeSpec(channels=6),
+            box2box_transform=Box2BoxTransform(weights=(10.0, 10.0, 5.0, 5.0)),
+            num_classes=1,
+            cls_agnostic_bbox_reg=True,
+            test_score_thresh=0.05,
+            test_topk_per_image=20,
+        )
+        proposals = [Instances((50, 60), proposal_boxes=Boxes._wrap(boxes))]  # _wrap: no finiteness check
+        (inst,), (kept,) = pred.inference((probs.log(), torch.zeros(4, 4)), proposals)
+        expected_kept = [0, 1, 2]
+        torch.testing.assert_close(inst.scores, s[[0, 2, 3]], atol=1e-6, rtol=0)
+    else:
+        (inst,), (kept,) = fast_rcnn_inference([boxes], [probs], [(50, 60)], 0.05, 0.5, 20)
+        expected_kept = [0, 1, 2]
+        torch.testing.assert_close(inst.scores, s[[0, 2, 3]], atol=0, rtol=0)
+    torch.testing.assert_close(inst.pred_boxes.tensor, expected_boxes, atol=0, rtol=0)
+    assert inst.pred_classes.tolist() == [0, 0, 0]
+    assert kept.tolist() == expected_kept

@@ -219,6 +219,27 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.detcore.batched_nms.default, (boxes, scores, idxs, 0.5))
 
 
+def test_export_kept_count_is_unbacked_and_bounded():
+    boxes = _random_boxes(20, 3)
+    scores = _distinct_scores(20, 3)
+    idxs = torch.randint(0, 3, (20,), generator=torch.Generator().manual_seed(3))
+
+    class M(torch.nn.Module):
+        def forward(self, b, s, i):
+            return nms(b, s, 0.5), batched_nms(b, s, i, 0.5)
+
+    ep = torch.export.export(M(), (boxes, scores, idxs))
+    out = next(n for n in ep.graph.nodes if n.op == "output").args[0]
+    for node in out:
+        (count,) = node.meta["val"].shape
+        assert not isinstance(count, int)  # data-dependent
+        bounds = ep.range_constraints[count.node.expr]
+        assert bounds.lower == 0 and bounds.upper == 20  # at most the 20 input boxes
+    got = ep.module()(boxes, scores, idxs)
+    assert torch.equal(got[0], nms(boxes, scores, 0.5))
+    assert torch.equal(got[1], batched_nms(boxes, scores, idxs, 0.5))
+
+
 def test_torch_compile_fullgraph():
     boxes = _random_boxes(60, 2)
     scores = _distinct_scores(60, 2)

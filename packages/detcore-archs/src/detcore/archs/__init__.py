@@ -41,6 +41,10 @@ from detcore.archs.config import (
 from detcore.archs.detectron2_config import (
     from_detectron2_config,
 )
+from detcore.archs.export import (
+    ExportableRCNN,
+    export_model,
+)
 from detcore.archs.meta_arch import (
     GeneralizedRCNN,
     ProposalNetwork,
@@ -75,6 +79,7 @@ __all__ = [
     "DatasetMapperTTA",
     "DatasetsConfig",
     "DenseDetector",
+    "ExportableRCNN",
     "FCOSConfig",
     "GeneralizedRCNN",
     "GeneralizedRCNNWithTTA",
@@ -96,6 +101,7 @@ __all__ = [
     "config_to_dict",
     "detector_postprocess",
     "dump_config",
+    "export_model",
     "from_detectron2_config",
     "get_config",
     "list_configs",

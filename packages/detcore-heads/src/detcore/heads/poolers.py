@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.fx.experimental.symbolic_shapes import guard_or_false
 
 from detcore.ops import nonzero_tuple
 from detcore.structures import Boxes, RotatedBoxes
@@ -64,11 +65,14 @@ def convert_boxes_to_pooler_format(box_lists: Sequence[Boxes] | Sequence[Rotated
     if len(box_lists) == 0:
         raise ValueError("box_lists must contain one Boxes per image, got an empty list")
     boxes = torch.cat([b.tensor for b in box_lists], dim=0)
-    sizes = torch.tensor([len(b) for b in box_lists], device=boxes.device)
-    indices = torch.repeat_interleave(
-        torch.arange(len(box_lists), dtype=boxes.dtype, device=boxes.device), sizes
+    # one column per image built from the shapes (no host list of sizes, so symbolic counts export)
+    indices = torch.cat(
+        [
+            torch.full((b.tensor.shape[0], 1), i, dtype=boxes.dtype, device=boxes.device)
+            for i, b in enumerate(box_lists)
+        ]
     )
-    return torch.cat([indices[:, None], boxes], dim=1)
+    return torch.cat([indices, boxes], dim=1)
 
 
 def _level_pooler(
@@ -214,7 +218,8 @@ class ROIPooler(nn.Module):
         output = x[0].new_zeros((pooler_fmt_boxes.shape[0], num_channels, out_h, out_w))
         for level, pooler in enumerate(self.level_poolers):
             inds = nonzero_tuple(level_assignments == level)[0]
-            if inds.numel() == 0 and not x[level].requires_grad:
+            # skipping an empty level is only an optimisation: with a symbolic count (export) pool anyway
+            if not x[level].requires_grad and guard_or_false(inds.numel() == 0):
                 continue
             output.index_put_((inds,), pooler(x[level], pooler_fmt_boxes[inds]))
         return output

@@ -94,6 +94,8 @@ def _fake_keep(boxes: Tensor, scores: Tensor) -> Tensor:
     torch._check(scores.dim() == 1, lambda: f"scores must be 1-D, got {scores.dim()}-D")
     torch._check(boxes.shape[0] == scores.shape[0], lambda: "boxes and scores must have the same length")
     count = torch.library.get_ctx().new_dynamic_size()
+    # NMS keeps a subset of the boxes: the bound lets export/compile reason about the kept count
+    torch._check(count <= boxes.shape[0], lambda: "NMS cannot keep more boxes than it is given")
     return boxes.new_empty((count,), dtype=torch.int64)
 
 

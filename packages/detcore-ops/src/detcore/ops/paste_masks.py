@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from torch.fx.experimental.symbolic_shapes import guard_or_true
 
 from detcore.ops._checks import check_floating, check_same_device, check_shape, check_tensor
 from detcore.ops._dispatch import CPU_KERNELS, kernel_for
@@ -22,6 +23,10 @@ def _image_shape(image_shape: object) -> tuple[int, int]:
         raise TypeError(f"image_shape must be a (height, width) pair of ints, got {image_shape!r}")
     values = []
     for v in image_shape:
+        if isinstance(v, torch.SymInt):  # a symbolic size under torch.export: asserted positive at run time
+            torch._check(v > 0, lambda: "image_shape must be positive (height, width)")
+            values.append(v)
+            continue
         if isinstance(v, bool) or not isinstance(v, numbers.Integral):
             raise TypeError(f"image_shape must be a (height, width) pair of ints, got {image_shape!r}")
         if v <= 0:
@@ -68,7 +73,7 @@ def paste_masks_in_image(
         raise ValueError(
             f"boxes must have one box per mask: masks has {masks.shape[0]}, boxes has {boxes.shape[0]}"
         )
-    if masks.shape[0] > 0 and (masks.shape[1] == 0 or masks.shape[2] == 0):
+    if (masks.shape[1] == 0 or masks.shape[2] == 0) and guard_or_true(masks.shape[0] > 0):
         raise ValueError(f"masks must have non-empty [Hm, Wm], got {list(masks.shape)}")
     check_same_device(masks=masks, boxes=boxes)
     height, width = _image_shape(image_shape)
@@ -80,7 +85,7 @@ def paste_masks_in_image(
 @torch.library.custom_op(
     "detcore::paste_masks_in_image",
     mutates_args=(),
-    schema="(Tensor masks, Tensor boxes, int image_height, int image_width, float threshold) -> Tensor",
+    schema="(Tensor masks, Tensor boxes, SymInt image_height, SymInt image_width, float threshold) -> Tensor",
 )
 def _paste_masks_op(
     masks: Tensor, boxes: Tensor, image_height: int, image_width: int, threshold: float

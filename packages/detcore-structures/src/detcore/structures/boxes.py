@@ -12,6 +12,7 @@ from typing import Any, Union
 
 import numpy as np
 import torch
+from torch.fx.experimental.symbolic_shapes import guard_or_false
 
 __all__ = [
     "BoxMode",
@@ -141,7 +142,8 @@ def _as_box_tensor(tensor: Any, width: int, cls_name: str) -> torch.Tensor:
     else:
         tensor = torch.as_tensor(np.asarray(tensor, dtype=np.float32) if not _is_empty(tensor) else [])
         tensor = tensor.to(torch.float32)
-    if tensor.numel() == 0:
+    # guard_or_false: a tensor of symbolic (data-dependent) size under export is taken as non-empty
+    if guard_or_false(tensor.numel() == 0):
         tensor = tensor.reshape((-1, width))
     if tensor.dim() != 2 or tensor.shape[-1] != width:
         raise ValueError(f"{cls_name}: tensor must have shape [N, {width}], got {list(tensor.shape)}")

@@ -73,17 +73,24 @@ class Instances:
             ValueError: naming the field and both lengths.
         """
         try:
-            data_len = len(value)
-        except TypeError:
+            # __len__ rather than len(): under torch.export a length can be symbolic (a data-dependent count)
+            data_len = value.__len__()
+        except (TypeError, AttributeError):
             raise TypeError(
                 f"Instances field '{name}' must have a length (tensor, Boxes, list, ...), got {type(value).__name__}"
             ) from None
         if self._fields:
-            n = len(self)
-            if n != data_len:
-                raise ValueError(
-                    f"Adding a field '{name}' of length {data_len} to Instances of length {n}: "
-                    "all fields must have the same length"
+            n = self.__len__()
+            if isinstance(n, int) and isinstance(data_len, int):
+                if n != data_len:
+                    raise ValueError(
+                        f"Adding a field '{name}' of length {data_len} to Instances of length {n}: "
+                        "all fields must have the same length"
+                    )
+            else:  # symbolic lengths (export): a runtime assertion instead of a branch on unknown sizes
+                torch._check(
+                    n == data_len,
+                    lambda: f"Instances field '{name}' must have the length of the other fields",
                 )
         self._fields[name] = value
 

@@ -402,8 +402,12 @@ class ROIMasks:
             raise ValueError(
                 f"boxes must be Boxes or a Tensor[N, 4], got {getattr(boxes, 'shape', type(boxes))}"
             )
-        if len(boxes) != len(self):
-            raise ValueError(f"boxes must have one box per mask: {len(boxes)} boxes for {len(self)} masks")
+        n, num_boxes = self.tensor.shape[0], boxes.shape[0]
+        if isinstance(n, int) and isinstance(num_boxes, int):
+            if num_boxes != n:
+                raise ValueError(f"boxes must have one box per mask: {num_boxes} boxes for {n} masks")
+        else:  # symbolic counts (torch.export): a run-time assertion
+            torch._check(num_boxes == n, lambda: "boxes must have one box per mask")
         from detcore.ops import paste_masks_in_image
 
         return BitMasks(paste_masks_in_image(self.tensor, boxes, (height, width), threshold=threshold))

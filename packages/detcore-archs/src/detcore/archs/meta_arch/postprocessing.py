@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor
+import torch
+from torch import SymInt, Tensor
 from torch.nn import functional as F
 
 from detcore.structures import Instances, ROIMasks
@@ -14,9 +15,19 @@ __all__ = ["detector_postprocess", "sem_seg_postprocess"]
 
 
 def _check_size(name: str, value: Any) -> None:
+    if isinstance(value, SymInt):  # a symbolic size under torch.export: asserted at run time
+        torch._check(value > 0, lambda: f"{name} must be a positive int")
+        return
     v = value.item() if isinstance(value, Tensor) and value.numel() == 1 else value
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _as_size(value: Any) -> Any:
+    # symbolic sizes (torch.export) stay symbolic: int() would specialise them to the traced value
+    if isinstance(value, SymInt):
+        return value
+    return int(value.item() if isinstance(value, Tensor) else value)
 
 
 def detector_postprocess(
@@ -41,8 +52,8 @@ def detector_postprocess(
         raise TypeError(f"results must be Instances, got {type(results).__name__}")
     _check_size("output_height", output_height)
     _check_size("output_width", output_width)
-    output_height = int(output_height.item() if isinstance(output_height, Tensor) else output_height)
-    output_width = int(output_width.item() if isinstance(output_width, Tensor) else output_width)
+    output_height = _as_size(output_height)
+    output_width = _as_size(output_width)
     new_size = (output_height, output_width)
     scale_x = output_width / results.image_size[1]
     scale_y = output_height / results.image_size[0]
@@ -70,7 +81,7 @@ def detector_postprocess(
                     f"pred_masks must be a Tensor[N, 1, M, M] or ROIMasks, got {list(masks.shape)}"
                 )
             roi_masks = ROIMasks(masks[:, 0, :, :])
-        h, w = (int(v) for v in results.image_size)
+        h, w = (_as_size(v) for v in results.image_size)
         results.pred_masks = roi_masks.to_bitmasks(results.pred_boxes, h, w, mask_threshold).tensor
 
     if results.has("pred_keypoints"):

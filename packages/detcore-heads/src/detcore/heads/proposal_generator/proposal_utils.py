@@ -53,12 +53,8 @@ def select_proposals_per_image(
         lvl = level_ids
 
         valid_mask = torch.isfinite(boxes_t).all(dim=1) & torch.isfinite(scores_per_img)
-        if not bool(valid_mask.all()):
-            if training:
-                raise FloatingPointError("Predicted boxes or scores contain Inf/NaN. Training has diverged.")
-            boxes_t = boxes_t[valid_mask]
-            scores_per_img = scores_per_img[valid_mask]
-            lvl = lvl[valid_mask]
+        if training and not bool(valid_mask.all()):
+            raise FloatingPointError("Predicted boxes or scores contain Inf/NaN. Training has diverged.")
         h, w = image_size
         boxes_t = torch.stack(
             (
@@ -70,11 +66,15 @@ def select_proposals_per_image(
             dim=-1,
         )
 
-        # filter empty boxes
-        keep = ((boxes_t[:, 2] - boxes_t[:, 0]) > min_box_size) & (
-            (boxes_t[:, 3] - boxes_t[:, 1]) > min_box_size
+        # One order-preserving selection for both filters (non-finite candidates, boxes not larger than
+        # min_box_size after clipping): the same candidates as filtering one after the other, with no branch
+        # on the data (clipping is elementwise, so clipping the non-finite rows too changes nothing kept).
+        keep = (
+            valid_mask
+            & ((boxes_t[:, 2] - boxes_t[:, 0]) > min_box_size)
+            & ((boxes_t[:, 3] - boxes_t[:, 1]) > min_box_size)
         )
-        if _is_tracing() or int(keep.sum()) != len(boxes_t):
+        if _is_tracing() or not bool(keep.all()):
             (keep_idx,) = torch.nonzero(keep, as_tuple=True)
             boxes_t, scores_per_img, lvl = boxes_t[keep_idx], scores_per_img[keep_idx], lvl[keep_idx]
 

@@ -26,12 +26,17 @@ __all__ = [
 _LOSS_KEYS = ("loss_cls", "loss_box_reg")
 
 
+def _as_size(v: Any) -> Any:
+    # a symbolic size (torch.export with a dynamic image size) stays symbolic: int() would specialise it
+    return v if isinstance(v, torch.SymInt) else int(v)
+
+
 def _check_image_shape(image_shape: Any, name: str) -> tuple[int, int]:
     if isinstance(image_shape, Tensor):
         image_shape = image_shape.tolist()
     if not isinstance(image_shape, Sequence) or len(image_shape) != 2:
         raise ValueError(f"{name} must be an (height, width) pair, got {image_shape!r}")
-    return int(image_shape[0]), int(image_shape[1])
+    return _as_size(image_shape[0]), _as_size(image_shape[1])
 
 
 def fast_rcnn_inference(
@@ -103,24 +108,54 @@ def fast_rcnn_inference_single_image(
     if isinstance(topk_per_image, bool) or not isinstance(topk_per_image, int):
         raise TypeError(f"topk_per_image must be an int, got {topk_per_image!r}")
 
-    # A finite row sum implies finite entries (inf and nan propagate), so the exact per-element check only
-    # runs when some row sum is not finite (e.g. a huge but finite row that overflows: then it decides).
-    if not bool(torch.isfinite(boxes.sum(dim=1) + scores.sum(dim=1)).all()):
-        valid_mask = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
-        boxes = boxes[valid_mask]
-        scores = scores[valid_mask]
+    # Rows with a non-finite box or score are dropped (detectron2). Masking them out of the candidates instead
+    # of indexing them away keeps the same candidates in the same order without a branch on the data.
+    valid_mask = _finite_rows(boxes, scores)
 
     scores = scores[:, :-1]
     # Threshold first, then clip only the surviving candidates: the same values as detectron2's
     # clip-everything-then-filter, without touching the R * K boxes that are thrown away.
-    filter_mask = scores > score_thresh  # [R, K]
+    filter_mask = (scores > score_thresh) & valid_mask[:, None]  # [R, K]
     filter_inds = filter_mask.nonzero()  # [M, 2] (proposal, class), row-major like boolean indexing
     if num_bbox_reg_classes == 1:
         boxes = boxes[filter_inds[:, 0]]
     else:
         boxes = boxes.view(-1, num_bbox_reg_classes, 4)[filter_mask]
     scores = scores[filter_mask]
+    filter_inds = _renumber_valid_rows(filter_inds, valid_mask)
     return _clip_nms_topk(boxes, scores, filter_inds, (height, width), nms_thresh, topk_per_image)
+
+
+def _is_tracing() -> bool:
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
+def _finite_rows(*tensors: Tensor) -> Tensor:
+    """Tensor[R] bool: True where row r of every ``tensors[i] [R, Ci]`` is finite.
+
+    A finite row sum implies finite entries (inf and nan propagate), so the exact per-element test only runs on
+    the rows whose sum is not finite (usually none; a huge but finite row that overflows is one).
+    """
+    total = tensors[0].sum(dim=1)
+    for t in tensors[1:]:
+        total = total + t.sum(dim=1)
+    finite = torch.isfinite(total)
+    if not _is_tracing() and bool(finite.all()):
+        return finite  # nothing to check (the general form below would change nothing)
+    (check,) = torch.nonzero(~finite, as_tuple=True)
+    exact = torch.isfinite(tensors[0][check]).all(dim=1)
+    for t in tensors[1:]:
+        exact = exact & torch.isfinite(t[check]).all(dim=1)
+    return finite.index_put((check,), exact)
+
+
+def _renumber_valid_rows(filter_inds: Tensor, valid: Tensor) -> Tensor:
+    """``filter_inds [M, 2]`` (row, class) with rows counted among the ``valid [R]`` rows only, as if the
+    invalid rows had been removed first (detectron2's kept indices)."""
+    if not _is_tracing() and bool(valid.all()):
+        return filter_inds  # every row valid: the ranks are the rows
+    valid_rank = valid.cumsum(0) - 1
+    return torch.stack((valid_rank[filter_inds[:, 0]], filter_inds[:, 1]), dim=1)
 
 
 def _clip_nms_topk(
@@ -466,32 +501,26 @@ class FastRCNNOutputLayers(nn.Module):
     def _inference_decoding_candidates(
         self, predictions: tuple[Tensor, Tensor], proposals: list[Instances]
     ) -> tuple[list[Instances], list[Tensor]] | None:
-        """:meth:`inference` decoding only the candidates; None where that could differ (the general path)."""
+        """:meth:`inference` decoding only the candidates; None for a box transform other than
+        :class:`Box2BoxTransform` (then the general path decodes every proposal for every class)."""
         if type(self.box2box_transform) is not Box2BoxTransform or not len(proposals):
             return None
         _, proposal_deltas = predictions
         proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
         if proposal_boxes.shape[0] != proposal_deltas.shape[0] or proposal_deltas.shape[1] % 4 != 0:
             return None
-        # detectron2 drops rows with a non-finite decoded box (any class). With |coordinates| and |deltas|
-        # below 1e15 every decoded box is finite (exp(dw) is clamped), so no row can be dropped for its boxes.
-        bound = 1e15
-        if proposal_deltas.numel() and not float(proposal_deltas.detach().abs().amax()) < bound:
-            return None
-        if proposal_boxes.numel() and not float(proposal_boxes.detach().abs().amax()) < bound:
-            return None
         probs = self.predict_probs(predictions, proposals)
-        num_per_image = [len(p) for p in proposals]
+        num_per_image = [p.__len__() for p in proposals]
         results, kept = [], []
         for probs_i, deltas_i, boxes_i, p in zip(
             probs, proposal_deltas.split(num_per_image), proposal_boxes.split(num_per_image), proposals
         ):
             height, width = _check_image_shape(p.image_size, "image_size")
-            if not bool(torch.isfinite(probs_i.sum(dim=1)).all()):
-                valid = torch.isfinite(probs_i).all(dim=1)
-                probs_i, deltas_i, boxes_i = probs_i[valid], deltas_i[valid], boxes_i[valid]
+            # Rows are dropped as in detectron2 (a non-finite probability, or a non-finite decoded box of
+            # any class) by masking them out of the candidates, with no branch on the data.
+            valid = _finite_rows(probs_i) & self._rows_decoding_finite(deltas_i, boxes_i)
             cls_scores = probs_i[:, :-1]
-            filter_mask = cls_scores > self.test_score_thresh
+            filter_mask = (cls_scores > self.test_score_thresh) & valid[:, None]
             filter_inds = filter_mask.nonzero()
             num_bbox_reg_classes = deltas_i.shape[1] // 4
             if num_bbox_reg_classes == 1:
@@ -499,6 +528,7 @@ class FastRCNNOutputLayers(nn.Module):
             else:
                 cand_deltas = deltas_i.view(-1, num_bbox_reg_classes, 4)[filter_mask]
             cand_boxes = self.box2box_transform.apply_deltas(cand_deltas, boxes_i[filter_inds[:, 0]])
+            filter_inds = _renumber_valid_rows(filter_inds, valid)
             r, k = _clip_nms_topk(
                 cand_boxes,
                 cls_scores[filter_mask],
@@ -510,6 +540,19 @@ class FastRCNNOutputLayers(nn.Module):
             results.append(r)
             kept.append(k)
         return results, kept
+
+    def _rows_decoding_finite(self, deltas: Tensor, boxes: Tensor) -> Tensor:
+        """Tensor[R] bool: True where the boxes decoded from ``deltas [R, K*4]`` and ``boxes [R, 4]`` are
+        finite for every class. With |coordinates| and |deltas| below 1e15 they are (exp(dw) is clamped), so
+        only the other rows (usually none) are decoded to check."""
+        bound = 1e15
+        # NaN propagates through amax, so a row with a NaN is not "bounded" (and is checked)
+        bounded = (deltas.abs().amax(dim=1) < bound) & (boxes.abs().amax(dim=1) < bound)
+        if not _is_tracing() and bool(bounded.all()):
+            return bounded  # nothing to decode (the general form below would change nothing)
+        (unbounded,) = torch.nonzero(~bounded, as_tuple=True)
+        decoded = self.box2box_transform.apply_deltas(deltas[unbounded], boxes[unbounded])
+        return bounded.index_put((unbounded,), torch.isfinite(decoded).all(dim=1))
 
     def predict_boxes_for_gt_classes(
         self, predictions: tuple[Tensor, Tensor], proposals: list[Instances]
@@ -528,14 +571,14 @@ class FastRCNNOutputLayers(nn.Module):
             predict_boxes = predict_boxes.view(n, k, b)[
                 torch.arange(n, device=predict_boxes.device), gt_classes
             ]
-        return list(predict_boxes.split([len(p) for p in proposals]))
+        return list(predict_boxes.split([p.__len__() for p in proposals]))
 
     def predict_boxes(self, predictions: tuple[Tensor, Tensor], proposals: list[Instances]) -> list[Tensor]:
         """Per image the decoded boxes (Tensor[Ri, K * 4] or [Ri, 4]) of each proposal."""
         if not len(proposals):
             return []
         _, proposal_deltas = predictions
-        num_prop_per_image = [len(p) for p in proposals]
+        num_prop_per_image = [p.__len__() for p in proposals]
         proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
         predict_boxes = self.box2box_transform.apply_deltas(proposal_deltas, proposal_boxes)
         return list(predict_boxes.split(num_prop_per_image))
@@ -543,6 +586,6 @@ class FastRCNNOutputLayers(nn.Module):
     def predict_probs(self, predictions: tuple[Tensor, Tensor], proposals: list[Instances]) -> list[Tensor]:
         """Per image the class probabilities (Tensor[Ri, K + 1]): softmax, or sigmoid with sigmoid CE."""
         scores, _ = predictions
-        num_inst_per_image = [len(p) for p in proposals]
+        num_inst_per_image = [p.__len__() for p in proposals]
         probs = scores.sigmoid() if self.use_sigmoid_ce else F.softmax(scores, dim=-1)
         return list(probs.split(num_inst_per_image, dim=0))

@@ -96,7 +96,7 @@ def mask_rcnn_inference(pred_mask_logits: Tensor, pred_instances: list[Instances
         class_pred = cat([i.pred_classes for i in pred_instances])
         indices = torch.arange(num_masks, device=class_pred.device)
         mask_probs_pred = pred_mask_logits[indices, class_pred][:, None].sigmoid()
-    num_boxes_per_image = [len(i) for i in pred_instances]
+    num_boxes_per_image = [i.__len__() for i in pred_instances]
     for prob, instances in zip(mask_probs_pred.split(num_boxes_per_image, dim=0), pred_instances):
         instances.pred_masks = prob
 
