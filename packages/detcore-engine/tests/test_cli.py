@@ -385,6 +385,22 @@ def test_train_gradient_clipping_and_amp_from_the_config(shapes_root, tmp_path, 
     assert [r["iteration"] for r in rows] == [0, 1] and all(math.isfinite(r["total_loss"]) for r in rows)
 
 
+def test_train_channels_last_from_the_config(shapes_root, tmp_path):
+    import torch
+
+    assert main([*_config_solver_args(tmp_path / "a", shapes_root, "--max-iter", "1")]) == 0
+    args = [*_config_solver_args(tmp_path / "b", shapes_root, "--max-iter", "1"), "solver.channels_last=true"]
+    assert main(args) == 0
+    state = torch.load(tmp_path / "b" / "model_final.pth", weights_only=False)
+    state = state.get("model", state)
+    convs = [v for k, v in state.items() if v.dim() == 4 and v.shape[-1] > 1]
+    assert convs and all(v.is_contiguous(memory_format=torch.channels_last) for v in convs)
+    # same weights, same data: the first loss agrees up to float32 summation order
+    (ra,) = [r for r in _metrics(tmp_path / "a" / "metrics.jsonl") if "total_loss" in r]
+    (rb,) = [r for r in _metrics(tmp_path / "b" / "metrics.jsonl") if "total_loss" in r]
+    assert math.isclose(ra["total_loss"], rb["total_loss"], rel_tol=1e-4)
+
+
 def test_train_solver_errors(shapes_root, tmp_path, capsys):
     base = [
         "train",

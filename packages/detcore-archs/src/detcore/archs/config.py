@@ -193,6 +193,8 @@ class SolverConfig:
         checkpoint_period: iterations between checkpoints.
         clip_gradients: gradient clipping.
         amp: mixed precision.
+        channels_last: train with the model in ``torch.channels_last`` memory format (detcore's; same math,
+            faster oneDNN convolutions on CPU).
     """
 
     optimizer: str = "SGD"
@@ -215,6 +217,7 @@ class SolverConfig:
     checkpoint_period: int = 5000
     clip_gradients: ClipGradientsConfig = field(default_factory=ClipGradientsConfig)
     amp: AMPConfig = field(default_factory=AMPConfig)
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))

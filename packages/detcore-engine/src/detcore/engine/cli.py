@@ -381,6 +381,8 @@ def _train(args: argparse.Namespace) -> int:
         num_workers=loader_cfg.num_workers,
     )
     model = build_model(cfg).to(args.device)
+    if solver.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     clip = solver.clip_gradients
     optimizer = build_optimizer(
         model,
