@@ -277,9 +277,9 @@ void paste_masks_cpu(const T* masks, const G* boxes, int64_t n, int64_t mh, int6
         p.row_start[r] = (a.lo + kPad) * p.pw;
         p.row_frac[r] = a.frac;
       }
-      if (zeroed && p.y_hi[i] > p.y_lo[i]) {
-        // The box's rows span one contiguous byte range, every page of which is written (unless the box is
-        // much narrower than a page): fault it in with one call.
+      if (zeroed && p.y_hi[i] > p.y_lo[i] && img_w - (p.x_hi[i] - p.x_lo[i]) < 4096) {
+        // The box's rows span one contiguous byte range in which no page-sized gap is left unwritten
+        // between consecutive rows, so every page of it is written: fault it in with one call.
         const int64_t first = (i * img_h + p.y_lo[i]) * img_w + p.x_lo[i];
         const int64_t last = (i * img_h + p.y_hi[i] - 1) * img_w + p.x_hi[i];
         populate_for_write(out + first, static_cast<std::size_t>(last - first));
