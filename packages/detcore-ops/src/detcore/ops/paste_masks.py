@@ -54,7 +54,9 @@ def paste_masks_in_image(
     Returns:
         Tensor[N, height, width]: bool ``soft >= threshold`` when threshold >= 0 (pixels outside the sampled
         range are False, even for threshold 0), otherwise uint8 ``soft * 255`` truncated. Zero masks give
-        an empty tensor of that dtype (detectron2 returns uint8 there).
+        an empty tensor of that dtype (detectron2 returns uint8 there). On CPU, outputs of 1 MiB or more
+        live in a fresh anonymous memory mapping of which only the pages under the boxes are written (the
+        rest read as zeros without being faulted in); such a tensor's storage cannot be resized in place.
     """
     check_tensor("masks", masks)
     if not isinstance(boxes, Tensor) and isinstance(getattr(boxes, "tensor", None), Tensor):
