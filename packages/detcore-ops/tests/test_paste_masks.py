@@ -199,7 +199,7 @@ def test_non_contiguous_and_huge_boxes(output_mode):
     assert not got[1].any()
 
 
-def test_opcheck():
+def test_opcheck(output_mode):
     masks, boxes = _random_case(3, 6, 20, 24, (8, 8))
     torch.library.opcheck(torch.ops.detcore.paste_masks_in_image.default, (masks, boxes, 20, 24, 0.5))
     torch.library.opcheck(torch.ops.detcore.paste_masks_in_image.default, (masks, boxes, 20, 24, -1.0))
