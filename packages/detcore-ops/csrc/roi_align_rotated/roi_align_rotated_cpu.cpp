@@ -114,7 +114,10 @@ struct RotatedBuilder {
       }
       return;
     }
-    if (any && p.grid_h <= roi_engine::kDirectGrid && p.grid_w <= roi_engine::kDirectGrid) {
+    // The direct path keeps one bin's samples in scratch: bounded to 2^16 samples per bin (larger rois
+    // take add_rotated_bin, which keeps only the valid ones).
+    if (any && p.grid_h <= roi_engine::kDirectGrid && p.grid_w <= roi_engine::kDirectGrid &&
+        p.grid_h * p.grid_w <= (int64_t{1} << 16)) {
       build_direct(p, s, out);
       return;
     }
@@ -126,7 +129,7 @@ struct RotatedBuilder {
     }
   }
 
-  // Every sample of every bin tested (grids of at most kDirectGrid samples per axis). The same values as
+  // Every sample of every bin tested (grids of at most 2^16 samples per bin). The same values as
   // add_rotated_bin: y = yy * cos - xx * sin + cy is evaluated with the same roundings (products, then
   // the difference, then the sum), but the products and the sample coordinates are computed once per roi
   // rather than once per sample.
