@@ -9,8 +9,8 @@
 // are never touched (never faulted in or zeroed), which is most of a large image. The box rows are split
 // evenly across threads.
 //
-// Sampling positions of columns and rows are computed once per mask, and each mask is copied into a
-// zero-bordered buffer, so neighbour reads need no bounds tests (reading the zero border gives exactly the
+// Sampling positions of columns and rows are computed once per mask, and each thread copies the mask it
+// is sampling into a zero-bordered buffer (one mask at a time), so neighbour reads need no bounds tests (reading the zero border gives exactly the
 // 0 that grid_sample's zero padding reads). The neighbour values of a box's columns are gathered once per
 // pair of mask rows (RowValues) and shared by the image rows sampling that pair, so the per-row loop is
 // contiguous loads and the blend (8 pixels at a time with AVX2).
@@ -41,18 +41,19 @@ using paste::AxisSample;
 // always index the padded buffer.
 constexpr int64_t kPad = 2;
 
-// Everything the row loop needs, precomputed per mask: pixel ranges, the padded masks, and the sampling
+// Everything the row loop needs, precomputed per mask: pixel ranges and the sampling
 // positions of every column (padded index, weight of the upper neighbour `w`, of the lower one `e`) and
 // row (padded row offset and weight of the lower row) inside the ranges.
 template <typename T>
 struct PastePlan {
-  int64_t pw, plane;  // padded row length and mask size
+  const T* masks;
+  int64_t mh, mw;
+  int64_t pw, plane;  // padded row length and size
   int64_t img_h, img_w;
   bool binary;
   T threshold;
   uint8_t* out;
   std::vector<int64_t> x_lo, x_hi, y_lo, y_hi, col_offset, row_offset;
-  std::vector<T> padded;
   std::vector<int32_t> col_idx;
   std::vector<T> col_w, col_e;
   std::vector<int64_t> row_start;
@@ -70,7 +71,9 @@ struct PastePlan {
 // pair and each row then reads them contiguously.
 template <typename T>
 struct RowValues {
-  int64_t key = -1;  // mask plane offset + padded row offset of the cached pair
+  int64_t mask = -1;     // mask held in `padded`
+  int64_t row_key = -1;  // padded row offset of the cached pair
+  std::vector<T> padded;  // the mask with a border of kPad zeros
   std::vector<T> nw, ne, sw, se;
 };
 
@@ -122,9 +125,17 @@ DETCORE_ALWAYS_INLINE void sample_row(const PastePlan<T>& p, int64_t i, int64_t 
   const int64_t j = p.row_offset[i] + (y - p.y_lo[i]);
   const int64_t x0 = p.x_lo[i], x1 = p.x_hi[i];
   const int64_t base = p.col_offset[i] - x0;
-  const int64_t key = i * p.plane + p.row_start[j];
-  if (cache.key != key) {
-    const T* m0 = p.padded.data() + key;
+  if (cache.mask != i) {  // rows of a mask are consecutive: each thread pads each of its masks once
+    cache.padded.assign(static_cast<size_t>(p.plane), T(0));
+    for (int64_t r = 0; r < p.mh; ++r)
+      std::memcpy(cache.padded.data() + (r + kPad) * p.pw + kPad, p.masks + (i * p.mh + r) * p.mw,
+                  sizeof(T) * p.mw);
+    cache.mask = i;
+    cache.row_key = -1;
+  }
+  const int64_t key = p.row_start[j];
+  if (cache.row_key != key) {
+    const T* m0 = cache.padded.data() + key;
     const T* m1 = m0 + p.pw;
     const int32_t* idx = p.col_idx.data() + p.col_offset[i];
     const size_t width = static_cast<size_t>(x1 - x0);
@@ -141,7 +152,7 @@ DETCORE_ALWAYS_INLINE void sample_row(const PastePlan<T>& p, int64_t i, int64_t 
       cache.sw[k] = m1[c];
       cache.se[k] = m1[c + 1];
     }
-    cache.key = key;
+    cache.row_key = key;
   }
   const T *nw = cache.nw.data() - x0, *ne = cache.ne.data() - x0;
   const T *sw = cache.sw.data() - x0, *se = cache.se.data() - x0;
@@ -233,6 +244,9 @@ void paste_masks_cpu(const T* masks, const G* boxes, int64_t n, int64_t mh, int6
                      int64_t img_w, double threshold, uint8_t* out, bool zeroed, int num_threads) {
   if (n == 0 || img_h == 0 || img_w == 0) return;
   PastePlan<T> p;
+  p.masks = masks;
+  p.mh = mh;
+  p.mw = mw;
   p.pw = mw + 2 * kPad;
   p.plane = (mh + 2 * kPad) * p.pw;
   p.img_h = img_h;
@@ -254,7 +268,6 @@ void paste_masks_cpu(const T* masks, const G* boxes, int64_t n, int64_t mh, int6
     p.col_offset[i + 1] = p.col_offset[i] + (p.x_hi[i] - p.x_lo[i]);
     p.row_offset[i + 1] = p.row_offset[i] + (p.y_hi[i] - p.y_lo[i]);
   }
-  p.padded.assign(static_cast<size_t>(n * p.plane), T(0));
   p.col_idx.resize(p.col_offset[n]);
   p.col_w.resize(p.col_offset[n]);
   p.col_e.resize(p.col_offset[n]);
@@ -263,9 +276,6 @@ void paste_masks_cpu(const T* masks, const G* boxes, int64_t n, int64_t mh, int6
   parallel_for(0, n, 8, num_threads, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const G* b = boxes + 4 * i;
-      T* pm = p.padded.data() + i * p.plane;
-      for (int64_t y = 0; y < mh; ++y)
-        std::memcpy(pm + (y + kPad) * p.pw + kPad, masks + (i * mh + y) * mw, sizeof(T) * mw);
       for (int64_t x = p.x_lo[i], c = p.col_offset[i]; x < p.x_hi[i]; ++x, ++c) {
         const AxisSample<T> a = paste::axis_sample<T, G>(x, b[0], b[2], mw);
         p.col_idx[c] = static_cast<int32_t>(a.lo + kPad);
