@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import detcore.ops.paste_masks as paste_module
 from detcore.ops import paste_masks_in_image
 
 
@@ -65,7 +66,15 @@ class _Boxes:
         self.tensor = tensor
 
 
-def test_matches_golden():
+@pytest.fixture(params=["written", "lazy_zero"])
+def output_mode(request, monkeypatch):
+    """Runs a test with every output written by the kernel (small outputs) and with every output a lazily
+    zeroed mapping where only box pixels are written (outputs of at least 1 MiB)."""
+    monkeypatch.setattr(paste_module, "_LAZY_ZERO_BYTES", 1 << 62 if request.param == "written" else 0)
+    return request.param
+
+
+def test_matches_golden(output_mode):
     d = _golden("paste_masks_in_image.npz")
     masks, boxes = torch.from_numpy(d["masks"]), torch.from_numpy(d["boxes"])
     shape = tuple(int(v) for v in d["image_shape"])
@@ -78,7 +87,7 @@ def test_matches_golden():
     assert torch.equal(soft, torch.from_numpy(d["pasted_soft"]))
 
 
-def test_matches_golden_edge_cases():
+def test_matches_golden_edge_cases(output_mode):
     d = _golden("paste_masks_in_image_edge.npz")
     boxes = _Boxes(torch.from_numpy(d["boxes"]))
     shape = tuple(int(v) for v in d["image_shape"])
@@ -94,7 +103,7 @@ def test_matches_golden_edge_cases():
     assert list(empty.shape) == d["empty_pasted_shape"].tolist()
 
 
-def test_boxes_outside_the_image_give_zero_masks():
+def test_boxes_outside_the_image_give_zero_masks(output_mode):
     # detectron2 raises for these ("upper bound and lower bound inconsistent with step sign"); we paste nothing.
     d = _golden("paste_masks_in_image_edge.npz")
     boxes = torch.stack(
@@ -109,7 +118,7 @@ def test_boxes_outside_the_image_give_zero_masks():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("mask_size", [(28, 28), (14, 14), (7, 19)])
-def test_matches_grid_sample_reference(dtype, mask_size):
+def test_matches_grid_sample_reference(dtype, mask_size, output_mode):
     masks, boxes = _random_case(24, 3, 90, 120, mask_size, dtype)
     soft = _reference_soft(masks, boxes, 90, 120)
     got_soft = paste_masks_in_image(masks, boxes, (90, 120), -1)
@@ -124,7 +133,19 @@ def test_matches_grid_sample_reference(dtype, mask_size):
         assert torch.equal(got_bin | ((soft - 0.5).abs() < 1e-6), (soft >= 0.5) | ((soft - 0.5).abs() < 1e-6))
 
 
-def test_hand_computed_constant_mask():
+def test_large_output_matches_reference():
+    # 3 x 700 x 600 bytes: above the default lazy-zero size, so only box pixels are written.
+    masks, boxes = _random_case(3, 6, 700, 600, dtype=torch.float64)
+    assert paste_module._LAZY_ZERO_BYTES <= 3 * 700 * 600
+    soft = _reference_soft(masks, boxes, 700, 600)
+    assert torch.equal(paste_masks_in_image(masks, boxes, (700, 600), 0.5), soft >= 0.5)
+    got_soft = paste_masks_in_image(masks, boxes, (700, 600), -1)
+    assert got_soft.is_contiguous() and torch.equal(got_soft, (soft * 255).to(torch.uint8))
+    got_soft[:, 0, 0] = 7  # an ordinary writable tensor
+    assert got_soft[:, 0, 0].tolist() == [7, 7, 7]
+
+
+def test_hand_computed_constant_mask(output_mode):
     masks = torch.ones(1, 28, 28)
     boxes = torch.tensor([[10.0, 20.0, 40.0, 30.0]])
     got = paste_masks_in_image(masks, boxes, (50, 60), 0.5)
@@ -162,7 +183,7 @@ def test_threshold_zero_and_mask_dtypes():
     )
 
 
-def test_non_contiguous_and_huge_boxes():
+def test_non_contiguous_and_huge_boxes(output_mode):
     masks, boxes = _random_case(5, 5, 30, 40)
     wide = torch.zeros(5, 28, 56)
     wide[:, :, ::2] = masks
@@ -178,7 +199,7 @@ def test_non_contiguous_and_huge_boxes():
     assert not got[1].any()
 
 
-def test_opcheck():
+def test_opcheck(output_mode):
     masks, boxes = _random_case(3, 6, 20, 24, (8, 8))
     torch.library.opcheck(torch.ops.detcore.paste_masks_in_image.default, (masks, boxes, 20, 24, 0.5))
     torch.library.opcheck(torch.ops.detcore.paste_masks_in_image.default, (masks, boxes, 20, 24, -1.0))

@@ -25,4 +25,21 @@ inline void advise_huge_pages(void* data, std::size_t bytes) {
 #endif
 }
 
+// Asks Linux (5.14+) to fault in the pages of [data, data + bytes) for writing in one call, which is cheaper
+// than taking one page fault per page when they are first written. Only a hint: errors (an older kernel)
+// are ignored.
+inline void populate_for_write(void* data, std::size_t bytes) {
+#if defined(__linux__)
+  constexpr int kPopulateWrite = 23;  // MADV_POPULATE_WRITE, absent from older headers
+  constexpr std::uintptr_t kPage = 4096;
+  if (bytes == 0) return;
+  const std::uintptr_t begin = reinterpret_cast<std::uintptr_t>(data) & ~(kPage - 1);
+  const std::uintptr_t end = reinterpret_cast<std::uintptr_t>(data) + bytes;
+  madvise(reinterpret_cast<void*>(begin), end - begin, kPopulateWrite);
+#else
+  (void)data;
+  (void)bytes;
+#endif
+}
+
 }  // namespace detcore

@@ -50,11 +50,26 @@ struct RoiTaps {
     r1 = c1 = INT_MIN;
   }
   void add(int r, int c, T w) {
-    taps.push_back(Tap<T>{r, c, w});
+    // Fields stored one by one: a Tap built on the stack and copied is read back with a wider load than
+    // it was written with, which stalls store forwarding on every tap.
+    Tap<T>& t = taps.emplace_back();
+    t.r = r;
+    t.c = c;
+    t.w = w;
     r0 = std::min(r0, r);
     r1 = std::max(r1, r + 1);
     c0 = std::min(c0, c);
     c1 = std::max(c1, c + 1);
+  }
+  // Appends `n` taps for the caller to fill, all inside the pixel box [br0, br1) x [bc0, bc1).
+  Tap<T>* append(size_t n, int br0, int br1, int bc0, int bc1) {
+    const size_t old = taps.size();
+    taps.resize(old + n);
+    r0 = std::min(r0, br0);
+    r1 = std::max(r1, br1);
+    c0 = std::min(c0, bc0);
+    c1 = std::max(c1, bc1);
+    return taps.data() + old;
   }
   void end_bin() { bin_begin.push_back(static_cast<int64_t>(taps.size())); }
   bool empty() const { return taps.empty(); }

@@ -44,6 +44,9 @@ struct RotatedBuilder {
     std::vector<roi_math::BilinearSample<T>> samples;
     std::vector<T> dense;
     std::vector<unsigned char> touched;
+    // Rotated sample offsets of the roi (fast path): yy * cos, yy * sin of every sample row and xx * sin,
+    // xx * cos of every sample column, for all bins.
+    std::vector<T> y_cos, y_sin, x_sin, x_cos;
   };
 
   struct Params {
@@ -111,10 +114,105 @@ struct RotatedBuilder {
       }
       return;
     }
+    // The direct path keeps one bin's samples in scratch: bounded to 2^16 samples per bin (larger rois
+    // take add_rotated_bin, which keeps only the valid ones).
+    if (any && p.grid_h <= roi_engine::kDirectGrid && p.grid_w <= roi_engine::kDirectGrid &&
+        p.grid_h * p.grid_w <= (int64_t{1} << 16)) {
+      build_direct(p, s, out);
+      return;
+    }
     for (int ph = 0; ph < PH; ++ph) {
       for (int pw = 0; pw < PW; ++pw) {
         if (any) add_rotated_bin(p, ph, pw, s, out);
         out.end_bin();
+      }
+    }
+  }
+
+  // Every sample of every bin tested (grids of at most 2^16 samples per bin). The same values as
+  // add_rotated_bin: y = yy * cos - xx * sin + cy is evaluated with the same roundings (products, then
+  // the difference, then the sum), but the products and the sample coordinates are computed once per roi
+  // rather than once per sample.
+  void build_direct(const Params& p, Scratch& s, RoiTaps<T>& out) const {
+    const int64_t gh = p.grid_h, gw = p.grid_w;
+    s.y_cos.resize(PH * gh);
+    s.y_sin.resize(PH * gh);
+    s.x_sin.resize(PW * gw);
+    s.x_cos.resize(PW * gw);
+    for (int ph = 0; ph < PH; ++ph) {
+      for (int64_t iy = 0; iy < gh; ++iy) {
+        const T yy = roi_math::bin_sample(p.start_h, ph, p.bin_h, iy, gh);
+        s.y_cos[ph * gh + iy] = yy * p.cos_t;
+        s.y_sin[ph * gh + iy] = yy * p.sin_t;
+      }
+    }
+    for (int pw = 0; pw < PW; ++pw) {
+      for (int64_t ix = 0; ix < gw; ++ix) {
+        const T xx = roi_math::bin_sample(p.start_w, pw, p.bin_w, ix, gw);
+        s.x_sin[pw * gw + ix] = xx * p.sin_t;
+        s.x_cos[pw * gw + ix] = xx * p.cos_t;
+      }
+    }
+    s.samples.resize(gh * gw);
+    out.taps.reserve(static_cast<size_t>(PH) * PW * (gh + 2) * (gw + 2));
+    for (int ph = 0; ph < PH; ++ph) {
+      const T* yc = s.y_cos.data() + ph * gh;
+      const T* ysn = s.y_sin.data() + ph * gh;
+      for (int pw = 0; pw < PW; ++pw) {
+        const T* xs = s.x_sin.data() + pw * gw;
+        const T* xc = s.x_cos.data() + pw * gw;
+        int r0 = INT_MAX, r1 = INT_MIN, c0 = INT_MAX, c1 = INT_MIN;
+        roi_math::BilinearSample<T>* smp = s.samples.data();
+        int64_t m = 0;
+        for (int64_t iy = 0; iy < gh; ++iy) {
+          for (int64_t ix = 0; ix < gw; ++ix) {
+            const T y = yc[iy] - xs[ix] + p.center_h;
+            const T x = ysn[iy] + xc[ix] + p.center_w;
+            roi_math::BilinearSample<T>& b = smp[m];
+            if (!roi_math::bilinear_sample(H, W, y, x, b)) continue;
+            ++m;
+            r0 = std::min(r0, b.y_low);
+            r1 = std::max(r1, b.y_high + 1);
+            c0 = std::min(c0, b.x_low);
+            c1 = std::max(c1, b.x_high + 1);
+          }
+        }
+        if (m > 0) add_dense(p, smp, m, r0, r1, c0, c1, s, out);
+        out.end_bin();
+      }
+    }
+  }
+
+  // Merges samples (in order) into per-pixel weights over their pixel box [r0, r1) x [c0, c1) and appends
+  // the touched pixels, row by row, as taps.
+  void add_dense(const Params& p, const roi_math::BilinearSample<T>* smp, int64_t m, int r0, int r1, int c0,
+                 int c1, Scratch& s, RoiTaps<T>& out) const {
+    const int64_t w = c1 - c0, n = static_cast<int64_t>(r1 - r0) * w;
+    s.dense.assign(n, T(0));
+    s.touched.assign(n, 0);
+    for (int64_t q = 0; q < m; ++q) {
+      const roi_math::BilinearSample<T>& b = smp[q];
+      const int64_t a = (b.y_low - r0) * w, bb = (b.y_high - r0) * w;
+      const int64_t xl = b.x_low - c0, xh = b.x_high - c0;
+      s.dense[a + xl] += b.w1;
+      s.dense[a + xh] += b.w2;
+      s.dense[bb + xl] += b.w3;
+      s.dense[bb + xh] += b.w4;
+      s.touched[a + xl] = s.touched[a + xh] = s.touched[bb + xl] = s.touched[bb + xh] = 1;
+    }
+    int64_t touched = 0;
+    for (int64_t i = 0; i < n; ++i) touched += s.touched[i];
+    // Every row and column of the box holds a touched pixel (the box is the samples' neighbour box).
+    roi_engine::Tap<T>* tap = out.append(static_cast<size_t>(touched), r0, r1, c0, c1);
+    for (int r = r0; r < r1; ++r) {
+      const T* d = s.dense.data() + (r - r0) * w;
+      const unsigned char* t = s.touched.data() + (r - r0) * w;
+      for (int64_t c = 0; c < w; ++c) {
+        if (!t[c]) continue;
+        tap->r = r;
+        tap->c = c0 + static_cast<int>(c);
+        tap->w = d[c] / p.count;
+        ++tap;
       }
     }
   }

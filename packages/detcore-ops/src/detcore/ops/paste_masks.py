@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import numbers
 from collections.abc import Sequence
 
@@ -58,7 +59,9 @@ def paste_masks_in_image(
     Returns:
         Tensor[N, height, width]: bool ``soft >= threshold`` when threshold >= 0 (pixels outside the sampled
         range are False, even for threshold 0), otherwise uint8 ``soft * 255`` truncated. Zero masks give
-        an empty tensor of that dtype (detectron2 returns uint8 there).
+        an empty tensor of that dtype (detectron2 returns uint8 there). On CPU, outputs of 1 MiB or more
+        live in a fresh anonymous memory mapping of which only the pages under the boxes are written (the
+        rest read as zeros without being faulted in); such a tensor's storage cannot be resized in place.
     """
     check_tensor("masks", masks)
     if not isinstance(boxes, Tensor) and isinstance(getattr(boxes, "tensor", None), Tensor):
@@ -104,13 +107,40 @@ def _(masks: Tensor, boxes: Tensor, image_height: int, image_width: int, thresho
     return masks.new_empty((masks.shape[0], image_height, image_width), dtype=dtype)
 
 
+# Outputs at least this large are allocated as a fresh anonymous mapping, which reads as zeros without
+# being written: the kernel then writes only the pixels inside the boxes, and the pages between them are
+# never faulted in (a pasted 800x1333 image is mostly zeros; zeroing it costs more than the pasting).
+_LAZY_ZERO_BYTES = 1 << 20
+
+
+def _zeroed_bytes(numel: int) -> Tensor | None:
+    """A uint8 tensor [numel] that reads as zeros, backed by an anonymous private mapping (None where the
+    platform has no such mapping). Pages are not touched here: each is zero-filled by the OS when first
+    written, and reads of the others see the shared zero page. The mapping is unmapped with the tensor's
+    storage (which is not resizable)."""
+    if not hasattr(mmap, "MAP_PRIVATE"):
+        return None
+    buffer = mmap.mmap(-1, numel, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+        # With transparent huge pages a first write would zero-fill 2 MiB around it, most of it zeros.
+        buffer.madvise(mmap.MADV_NOHUGEPAGE)
+    return torch.frombuffer(buffer, dtype=torch.uint8)
+
+
 @CPU_KERNELS.register("paste_masks_in_image")
 def _paste_masks_cpu(
     masks: Tensor, boxes: Tensor, image_height: int, image_width: int, threshold: float
 ) -> Tensor:
     n, mask_h, mask_w = masks.shape
-    out = torch.empty((n, image_height, image_width), dtype=torch.uint8)
-    if n and image_height and image_width:
+    numel = n * image_height * image_width
+    flat = _zeroed_bytes(numel) if numel and numel >= _LAZY_ZERO_BYTES else None
+    zeroed = flat is not None
+    out = (
+        flat.view(n, image_height, image_width)
+        if zeroed
+        else torch.empty((n, image_height, image_width), dtype=torch.uint8)
+    )
+    if numel:
         m = (
             masks.contiguous()
             if masks.dtype in (torch.float32, torch.float64)
@@ -129,6 +159,7 @@ def _paste_masks_cpu(
             image_width,
             threshold,
             out.data_ptr(),
+            zeroed,
             num_threads(),
         )
     return out.view(torch.bool) if threshold >= 0 else out
