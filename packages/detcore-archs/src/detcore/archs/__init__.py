@@ -7,6 +7,7 @@ Example::
     cfg = get_config("mask_rcnn_R_50_FPN")
     model = build_model(cfg)
     load_checkpoint(model, "model_final.pkl")
+    model = optimize_for_inference(model.eval())  # inference only: folded norms, fused convs
 """
 
 from detcore.archs.build import build_model
@@ -26,6 +27,7 @@ from detcore.archs.config import (
     load_config,
 )
 from detcore.archs.detectron2_config import from_detectron2_config
+from detcore.archs.inference import is_optimized_for_inference, optimize_for_inference
 from detcore.archs.meta_arch import (
     GeneralizedRCNN,
     ProposalNetwork,
@@ -61,10 +63,12 @@ __all__ = [
     "dump_config",
     "from_detectron2_config",
     "get_config",
+    "is_optimized_for_inference",
     "list_configs",
     "load_checkpoint",
     "load_config",
     "load_state_dict_file",
+    "optimize_for_inference",
     "save_checkpoint",
     "sem_seg_postprocess",
 ]
