@@ -27,7 +27,11 @@ from detcore.archs.config import (
     load_config,
 )
 from detcore.archs.detectron2_config import from_detectron2_config
-from detcore.archs.inference import is_optimized_for_inference, optimize_for_inference
+from detcore.archs.inference import (
+    fold_checkpoint_state,
+    is_optimized_for_inference,
+    optimize_for_inference,
+)
 from detcore.archs.meta_arch import (
     GeneralizedRCNN,
     ProposalNetwork,
@@ -61,6 +65,7 @@ __all__ = [
     "config_to_dict",
     "detector_postprocess",
     "dump_config",
+    "fold_checkpoint_state",
     "from_detectron2_config",
     "get_config",
     "is_optimized_for_inference",

@@ -57,7 +57,7 @@ from torch.nn import functional as F
 from detcore.backbones.resnet import BasicBlock, BasicStem, BottleneckBlock
 from detcore.ops import Conv2d, FrozenBatchNorm2d
 
-__all__ = ["is_optimized_for_inference", "optimize_for_inference"]
+__all__ = ["fold_checkpoint_state", "is_optimized_for_inference", "optimize_for_inference"]
 
 _FLAG = "_detcore_optimized_for_inference"
 _TRAIN_ERROR = (
@@ -190,7 +190,8 @@ class _InferenceConvMixin:
             and getattr(self, "activation", None) is None
             and not self._fused_relu
             and self._mkldnn_ok(x)
-            and other.shape[1:] == (self.out_channels,) + tuple(other.shape[2:])  # type: ignore[attr-defined]
+            and other.dim() == 4
+            and other.shape[1] == self.out_channels  # type: ignore[attr-defined]
         ):
             other = other.contiguous(memory_format=torch.channels_last)
             y = torch.ops.mkldnn._convolution_pointwise.binary(
@@ -208,8 +209,7 @@ class _InferenceConvMixin:
                 [],
                 "",
             )
-            if y.shape == other.shape:
-                return y
+            return y
         out = self.forward(x)
         out = out + other
         return F.relu_(out)
@@ -223,28 +223,62 @@ class _InferenceConvMixin:
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ):
         # An original (unfolded) checkpoint: fold its "<prefix>norm.*" entries into the given weight/bias.
-        norm_prefix = prefix + "norm."
-        if self._folded_eps is not None and norm_prefix + "running_var" in state_dict:
-            names = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-            norm = {n: state_dict.pop(norm_prefix + n) for n in names if norm_prefix + n in state_dict}
-            for key in [k for k in state_dict if k.startswith(norm_prefix)]:
-                unexpected_keys.append(key)
-                state_dict.pop(key)
-            if prefix + "weight" in state_dict:
-                weight, bias = _fold_tensors(
-                    state_dict[prefix + "weight"],
-                    state_dict.get(prefix + "bias"),
-                    norm["running_mean"],
-                    norm["running_var"],
-                    norm.get("weight"),
-                    norm.get("bias"),
-                    self._folded_eps,
-                )
-                state_dict[prefix + "weight"] = weight
-                state_dict[prefix + "bias"] = bias
+        unexpected_keys.extend(_fold_checkpoint_entries(self, state_dict, prefix))
         super()._load_from_state_dict(  # type: ignore[misc]
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+
+
+_NORM_ENTRIES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def _fold_checkpoint_entries(conv: _InferenceConvMixin, state: dict[str, Tensor], prefix: str) -> list[str]:
+    """Replace an original checkpoint's ``<prefix>weight``/``bias``/``norm.*`` by the folded weight and bias,
+    in ``state`` (in place), when ``conv`` had its norm folded and ``state`` holds the norm's statistics.
+
+    Returns:
+        list[str]: keys under ``<prefix>norm.`` that are not norm entries (removed; unexpected).
+    """
+    norm_prefix = prefix + "norm."
+    if conv._folded_eps is None or norm_prefix + "running_var" not in state:
+        return []
+    norm = {n: state.pop(norm_prefix + n) for n in _NORM_ENTRIES if norm_prefix + n in state}
+    others = [k for k in state if k.startswith(norm_prefix)]
+    for key in others:
+        state.pop(key)
+    if prefix + "weight" in state and "running_mean" in norm:
+        state[prefix + "weight"], state[prefix + "bias"] = _fold_tensors(
+            state[prefix + "weight"],
+            state.get(prefix + "bias"),
+            norm["running_mean"],
+            norm["running_var"],
+            norm.get("weight"),
+            norm.get("bias"),
+            conv._folded_eps,
+        )
+    return others
+
+
+def fold_checkpoint_state(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """An original (unfolded) checkpoint state dict in the names and values of an optimised model.
+
+    For every convolution whose norm :func:`optimize_for_inference` folded, the checkpoint's
+    ``<conv>.weight`` (and ``<conv>.bias``) and ``<conv>.norm.*`` entries become the folded weight and bias;
+    other entries are kept. A state dict without norm entries (e.g. an optimised model's own) is returned
+    unchanged.
+
+    Args:
+        model (nn.Module): a model optimised by :func:`optimize_for_inference`.
+        state (dict[str, Tensor]): checkpoint name -> tensor.
+
+    Returns:
+        dict[str, Tensor]: a new dict (``state`` is not modified).
+    """
+    out = dict(state)
+    for name, m in model.named_modules():
+        if isinstance(m, _InferenceConvMixin):
+            _fold_checkpoint_entries(m, out, f"{name}." if name else "")
+    return out
 
 
 class _InferenceConv2d(_InferenceConvMixin, Conv2d):
@@ -429,7 +463,7 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True) -> n
         p.requires_grad_(False)
     if channels_last:
         for m in model.modules():
-            for name, p in list(m._parameters.items()):
+            for p in m._parameters.values():
                 if p is not None and p.dim() == 4:
                     p.data = p.data.contiguous(memory_format=torch.channels_last)
             for name, b in list(m._buffers.items()):
