@@ -66,12 +66,13 @@ _TRAIN_ERROR = (
 )
 
 
+@functools.cache
+def _has_fused_conv() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
 def _mkldnn_available() -> bool:
-    return (
-        torch.backends.mkldnn.is_available()
-        and torch.backends.mkldnn.enabled
-        and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-    )
+    return torch.backends.mkldnn.enabled and _has_fused_conv()
 
 
 def _fold_tensors(
@@ -102,7 +103,7 @@ def _foldable(norm: nn.Module | None) -> bool:
     if isinstance(norm, FrozenBatchNorm2d):
         return True
     return (
-        isinstance(norm, nn.BatchNorm2d)
+        isinstance(norm, (nn.BatchNorm2d, nn.SyncBatchNorm))
         and not norm.training
         and norm.track_running_stats
         and norm.running_mean is not None
@@ -126,13 +127,11 @@ class _InferenceConvMixin:
     """Forward of a folded, optionally ReLU-fused convolution (mixed into Conv2d / nn.Conv2d subclasses)."""
 
     _fused_relu: bool
-    _folded_eps: float | None
-    _folded_affine: bool
+    _folded_eps: float | None  # eps of the folded norm (None: nothing folded)
 
-    def _setup(self, fused_relu: bool, folded_eps: float | None, folded_affine: bool) -> None:
+    def _setup(self, fused_relu: bool, folded_eps: float | None) -> None:
         self._fused_relu = fused_relu
         self._folded_eps = folded_eps
-        self._folded_affine = folded_affine
 
     def _mkldnn_ok(self, x: Tensor) -> bool:
         return (
@@ -313,7 +312,7 @@ def _convert_conv(conv: nn.Conv2d) -> None:
     else:
         fused_relu = False
         conv.__class__ = _InferenceTorchConv2d
-    conv._setup(fused_relu=fused_relu, folded_eps=folded_eps, folded_affine=True)
+    conv._setup(fused_relu=fused_relu, folded_eps=folded_eps)
 
 
 def _is_relu(fn: Any) -> bool:
