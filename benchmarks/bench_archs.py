@@ -27,7 +27,11 @@ RetinaNet P6 is a 3x3 conv on res5 (2048 channels), torchvision's on P5 (256 cha
 convolutions cannot share weights (both keep their own random init; detcore's does ~8x more work there);
 torchvision receives a float image already divided by 255 (its API), detcore the uint8 image.
 
-Timings alternate between the two models (warm-up once, median of 3). Peak memory: each model runs one
+Each pair gives two rows: the plain detcore model, and the same model (same weights) after
+:func:`detcore.archs.optimize_for_inference` (norms folded into convolutions, channels-last weights, fused
+oneDNN conv + ReLU / conv + add + ReLU on CPU); the torchvision time is shared by both rows.
+
+Timings alternate between the three models (warm-up once, median of 3). Peak memory: each model runs one
 inference in a fresh subprocess (``python bench_archs.py --memory ...``) that reports its resident set size
 after building the model and its high-water mark during the inference (``/proc/self/status`` VmRSS and
 VmHWM, the mark reset after building); the row note gives the peak and its increase over the built model.
@@ -270,18 +274,16 @@ def _num_detections(dc_out, tv_out) -> tuple[int, int]:
     return len(dc_out[0]["instances"]), int(tv_out[0]["boxes"].shape[0])
 
 
-def _interleaved_medians(fn_a, fn_b, repeats: int) -> tuple[float, float]:
-    fn_a()  # warm-up
-    fn_b()
-    ta, tb = [], []
+def _interleaved_medians(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    for fn in fns:  # warm-up
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn_a()
-        ta.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        fn_b()
-        tb.append(time.perf_counter() - start)
-    return statistics.median(ta), statistics.median(tb)
+        for fn, t in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def _proc_status_mb(field: str) -> float:
@@ -300,17 +302,21 @@ def _memory_child(name: str, tv_name: str, which: str, weights: str) -> None:
     """
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    if which == "detcore":
+    if which.startswith("detcore"):
         model = _detcore_model(name)
     else:
         model = _torchvision_model(tv_name, calibrate=False)
     model.load_state_dict(torch.load(weights, weights_only=True), strict=which == "torchvision")
+    if which == "detcore-optimized":
+        from detcore.archs import optimize_for_inference
+
+        model = optimize_for_inference(model)
     rgb_u8, rgb = _image()
     built = _proc_status_mb("VmRSS")
     with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
     with torch.no_grad():
-        model([{"image": rgb_u8}] if which == "detcore" else [rgb])
+        model([{"image": rgb_u8}] if which.startswith("detcore") else [rgb])
     peak = _proc_status_mb("VmHWM")
     print(json.dumps({"built_mb": built, "peak_mb": peak}))
 
@@ -328,28 +334,54 @@ def _peak_memory(name: str, tv_name: str, which: str, state: dict[str, torch.Ten
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _mem_note(mem: dict[str, float]) -> str:
+    return f"{mem['peak_mb']:.0f} MB (+{mem['peak_mb'] - mem['built_mb']:.0f} MB in inference)"
+
+
 def run(report) -> None:
+    from detcore.archs import optimize_for_inference
+
     torch.set_num_threads(2)
     for name, tv_name in PAIRS:
         dc_model, tv_model = _build_pair(name, tv_name)
+        state = dc_model.state_dict()
+        opt_model = _detcore_model(name)
+        opt_model.load_state_dict(state, strict=False)  # same weights (P6 of RetinaNet included)
+        opt_model = optimize_for_inference(opt_model)
         run_dc, run_tv = _runners(dc_model, tv_model)
-        n_dc, n_tv = _num_detections(run_dc(), run_tv())
-        t_dc, t_tv = _interleaved_medians(run_dc, run_tv, repeats=3)
-        mem_dc = _peak_memory(name, tv_name, "detcore", dc_model.state_dict())
+        run_opt, _ = _runners(opt_model, tv_model)
+        out_dc, out_opt, out_tv = run_dc(), run_opt(), run_tv()
+        n_dc, n_tv = _num_detections(out_dc, out_tv)
+        n_opt = len(out_opt[0]["instances"])
+        t_dc, t_opt, t_tv = _interleaved_medians([run_dc, run_opt, run_tv], repeats=3)
+        mem_dc = _peak_memory(name, tv_name, "detcore", state)
+        mem_opt = _peak_memory(name, tv_name, "detcore-optimized", state)
         mem_tv = _peak_memory(name, tv_name, "torchvision", tv_model.state_dict())
-        del dc_model, tv_model
-        note = (
-            f"same weights, 80 classes, {n_dc}/{n_tv} detections; peak RSS detcore "
-            f"{mem_dc['peak_mb']:.0f} MB (+{mem_dc['peak_mb'] - mem_dc['built_mb']:.0f} MB in inference), "
-            f"torchvision {mem_tv['peak_mb']:.0f} MB (+{mem_tv['peak_mb'] - mem_tv['built_mb']:.0f} MB)"
-        )
+        del dc_model, opt_model, tv_model
+        extra = ""
         if name.startswith("retinanet"):
-            note += "; P6 conv differs (detcore on res5 2048ch, torchvision on P5 256ch), random in both"
-        report(f"{name}_inference_800x1333", t_dc, t_tv, f"torchvision {tv_name}", note)
+            extra = "; P6 conv differs (detcore on res5 2048ch, torchvision on P5 256ch), random in both"
+        report(
+            f"{name}_inference_800x1333",
+            t_dc,
+            t_tv,
+            f"torchvision {tv_name}",
+            f"plain model; same weights, 80 classes, {n_dc}/{n_tv} detections; peak RSS detcore "
+            f"{_mem_note(mem_dc)}, torchvision {_mem_note(mem_tv)}{extra}",
+        )
+        report(
+            f"{name}_inference_800x1333_optimized",
+            t_opt,
+            t_tv,
+            f"torchvision {tv_name}",
+            f"detcore.archs.optimize_for_inference (folded norms, channels-last, fused oneDNN conv+ReLU/add); "
+            f"{n_opt}/{n_tv} detections; peak RSS detcore {_mem_note(mem_opt)}, torchvision "
+            f"{_mem_note(mem_tv)}{extra}",
+        )
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "--memory":
+    if len(sys.argv) == 6 and sys.argv[1] == "--memory":  # which: detcore, detcore-optimized, torchvision
         _memory_child(*sys.argv[2:])
     else:
 

@@ -45,6 +45,11 @@ from detcore.archs.export import (
     ExportableRCNN,
     export_model,
 )
+from detcore.archs.inference import (
+    fold_checkpoint_state,
+    is_optimized_for_inference,
+    optimize_for_inference,
+)
 from detcore.archs.meta_arch import (
     GeneralizedRCNN,
     ProposalNetwork,
@@ -102,12 +107,15 @@ __all__ = [
     "detector_postprocess",
     "dump_config",
     "export_model",
+    "fold_checkpoint_state",
     "from_detectron2_config",
     "get_config",
+    "is_optimized_for_inference",
     "list_configs",
     "load_checkpoint",
     "load_config",
     "load_state_dict_file",
+    "optimize_for_inference",
     "save_checkpoint",
     "sem_seg_postprocess",
 ]

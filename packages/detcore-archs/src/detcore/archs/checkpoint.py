@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from detcore.archs.inference import fold_checkpoint_state, is_optimized_for_inference
+
 __all__ = ["KeyReport", "load_checkpoint", "load_state_dict_file", "save_checkpoint"]
 
 
@@ -164,7 +166,9 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
     """Load weights into ``model`` from a ``.pth``, detectron2 ``.pkl`` or ``.safetensors`` file.
 
     Args:
-        model: the model (detectron2 state-dict names).
+        model: the model (detectron2 state-dict names); a model optimised by
+            :func:`detcore.archs.optimize_for_inference` takes the original checkpoint (its norms are folded
+            into the convolutions on the fly).
         path: the checkpoint file.
         strict: raise if any key is missing, unexpected or of another shape (nothing is loaded then);
             otherwise load the keys that match and report the rest.
@@ -178,6 +182,8 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     state = load_state_dict_file(path)
+    if is_optimized_for_inference(model):
+        state = fold_checkpoint_state(model, state)
     report = match_state_dict(model, state)
     if strict and not report.ok:
         raise ValueError(f"checkpoint {str(path)!r} does not match the model: {report}")
