@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from detcore.archs import build_model, get_config
+from detcore.archs import build_model, get_config, is_optimized_for_inference
 from detcore.engine.predictor import DefaultPredictor
 
 TINY = [
@@ -89,7 +89,7 @@ def test_matches_direct_model_call_and_loads_weights(tmp_path):
     model = build_model(cfg).eval()
     path = tmp_path / "w.pth"
     torch.save({"model": model.state_dict(), "iteration": 3}, path)
-    pred = DefaultPredictor(cfg, path)
+    pred = DefaultPredictor(cfg, path, optimize=False)
     for k, v in model.state_dict().items():
         assert torch.equal(pred.model.state_dict()[k], v), k
     img = np.random.default_rng(2).integers(0, 256, size=(100, 140, 3), dtype=np.uint8)
@@ -106,6 +106,12 @@ def test_matches_direct_model_call_and_loads_weights(tmp_path):
         )
     torch.testing.assert_close(inst.pred_boxes.tensor, ref[0]["instances"].pred_boxes.tensor)
     torch.testing.assert_close(inst.scores, ref[0]["instances"].scores)
+    # the default predictor runs the optimize_for_inference model: same detections within float32 rounding
+    fast = DefaultPredictor(cfg, path)
+    assert is_optimized_for_inference(fast.model) and not is_optimized_for_inference(pred.model)
+    fast_inst = fast(img)["instances"]
+    torch.testing.assert_close(fast_inst.pred_boxes.tensor, inst.pred_boxes.tensor, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(fast_inst.scores, inst.scores, rtol=1e-4, atol=1e-4)
 
 
 def test_bad_inputs(tmp_path):

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from detcore.archs import Config, build_model
+from detcore.archs import Config, build_model, optimize_for_inference
 from detcore.engine.data.transforms.augmentation import ResizeShortestEdge
 
 __all__ = ["DefaultPredictor"]
@@ -19,13 +19,17 @@ class DefaultPredictor:
 
     The image is resized with ``ResizeShortestEdge(cfg.input.min_size_test, cfg.input.max_size_test)``;
     the model gets the original ``height``/``width`` so its outputs are in original-image pixels.
-    The model runs in eval mode under ``torch.no_grad()``.
+    The model runs in eval mode under ``torch.no_grad()``, by default after
+    :func:`~detcore.archs.optimize_for_inference` (norms folded into convolutions, channels_last, fused
+    conv+ReLU on CPU: same outputs within float32 rounding, about 1.4-1.7x faster on CPU); the model is then
+    inference-only (``predictor.model.train()`` raises).
 
     Args:
         cfg: the config (:class:`~detcore.archs.Config`).
         weights: checkpoint file (``.pth`` written by the trainer or :func:`~detcore.archs.save_checkpoint`,
             detectron2 ``.pkl``, ``.safetensors``); None: ``cfg.model.weights`` if set, else random weights.
         device: where the model runs (default: CPU).
+        optimize: apply :func:`~detcore.archs.optimize_for_inference` after loading the weights.
 
     Example::
 
@@ -38,6 +42,7 @@ class DefaultPredictor:
         cfg: Config,
         weights: str | os.PathLike | None = None,
         device: str | torch.device = "cpu",
+        optimize: bool = True,
     ):
         if not isinstance(cfg, Config):
             raise TypeError(f"cfg must be a detcore.archs.Config, got {type(cfg).__name__}")
@@ -48,6 +53,8 @@ class DefaultPredictor:
         weights = weights if weights is not None else (cfg.model.weights or None)
         if weights is not None:
             load_weights(self.model, weights)
+        if optimize:
+            self.model = optimize_for_inference(self.model)
         self.input_format = cfg.model.input_format
         self.aug = ResizeShortestEdge(
             [cfg.input.min_size_test, cfg.input.min_size_test], cfg.input.max_size_test
