@@ -19,3 +19,12 @@ TINY_OVERRIDES = [
 def tiny_overrides() -> list[str]:
     """Overrides of the named mask_rcnn_R_50_FPN config giving the golden mask_rcnn_tiny model (its README)."""
     return list(TINY_OVERRIDES)
+
+
+@pytest.fixture(scope="session")
+def golden_dir(reference_dir):
+    """``../shared/reference/golden/mask_rcnn_tiny`` (fails, never skips, when it is missing)."""
+    d = reference_dir / "golden" / "mask_rcnn_tiny"
+    if not (d / "model.pth").is_file():
+        pytest.fail("mask_rcnn_tiny golden data not found beside the checkout")
+    return d

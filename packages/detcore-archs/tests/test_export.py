@@ -132,14 +132,6 @@ def test_export_model_validates_arguments(model):
 # ---- the trained golden tiny model: real detections, real masks ----
 
 
-@pytest.fixture(scope="module")
-def golden_dir(reference_dir):
-    d = reference_dir / "golden" / "mask_rcnn_tiny"
-    if not (d / "model.pth").is_file():
-        pytest.fail("mask_rcnn_tiny golden data not found beside the checkout")
-    return d
-
-
 def _golden_image(golden_dir, name):
     d = np.load(golden_dir / f"{name}.npz")
     return d, torch.as_tensor(d["input_bgr_resized"].transpose(2, 0, 1).astype("float32"))

@@ -14,14 +14,6 @@ IMAGES = ["00000", "00001", "00002", "00003", "00004", "00005", "blank_noise", "
 
 
 @pytest.fixture(scope="module")
-def golden_dir(reference_dir):
-    d = reference_dir / "golden" / "mask_rcnn_tiny"
-    if not (d / "model.pth").is_file():
-        pytest.fail("mask_rcnn_tiny golden data not found beside the checkout")
-    return d
-
-
-@pytest.fixture(scope="module")
 def model(golden_dir, tiny_overrides):
     cfg = get_config("mask_rcnn_R_50_FPN", tiny_overrides)
     m = build_model(cfg).eval()

@@ -246,14 +246,6 @@ def test_mapper_bad_input():
 
 
 @pytest.fixture(scope="module")
-def golden_dir(reference_dir):
-    d = reference_dir / "golden" / "mask_rcnn_tiny"
-    if not (d / "model.pth").is_file():
-        pytest.fail("mask_rcnn_tiny golden data not found beside the checkout")
-    return d
-
-
-@pytest.fixture(scope="module")
 def cfg(tiny_overrides):
     return get_config("mask_rcnn_R_50_FPN", tiny_overrides)
 
