@@ -26,8 +26,7 @@ from detcore.engine.data import (
     make_shapes_dataset,
 )
 from detcore.engine.demo import DEMO_CONFIG
-from detcore.engine.train import build_optimizer
-from detcore.engine.train.optimizer import GradientClipConfig
+from detcore.engine.train import build_optimizer_from_config
 
 NUM_IMAGES = 64
 LOADER_BATCHES = 30
@@ -75,17 +74,10 @@ def run(report) -> None:
     torch.manual_seed(0)
     cfg = get_config(DEMO_CONFIG)
     solver = cfg.solver
-    clip = solver.clip_gradients
     model = build_model(cfg)
-    optimizer = build_optimizer(
-        model,
-        solver.optimizer,
-        solver.base_lr,
-        weight_decay=solver.weight_decay,
-        clip_gradients=GradientClipConfig(clip.clip_type, clip.clip_value, clip.norm_type)
-        if clip.enabled
-        else None,
-    )
+    if solver.channels_last:  # as detcore train does
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer_from_config(model, solver)
     with tempfile.TemporaryDirectory(prefix="detcore-bench-train-") as root:
         paths = make_shapes_dataset(root, num_train=NUM_IMAGES, num_val=0, seed=0)
         dicts = load_coco_json(*paths["train"])

@@ -312,7 +312,6 @@ def _train(args: argparse.Namespace) -> int:
         AMPTrainer,
         CommonMetricPrinter,
         EvalHook,
-        GradientClipConfig,
         IterationTimer,
         JSONWriter,
         LRScheduler,
@@ -320,7 +319,7 @@ def _train(args: argparse.Namespace) -> int:
         PeriodicWriter,
         SimpleTrainer,
         build_lr_scheduler,
-        build_optimizer,
+        build_optimizer_from_config,
     )
 
     for flag, name in (("max_iter", "--max-iter"), ("batch_size", "--batch-size"), ("lr", "--lr")):
@@ -383,21 +382,7 @@ def _train(args: argparse.Namespace) -> int:
     model = build_model(cfg).to(args.device)
     if solver.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    clip = solver.clip_gradients
-    optimizer = build_optimizer(
-        model,
-        solver.optimizer,
-        solver.base_lr,
-        momentum=solver.momentum,
-        nesterov=solver.nesterov,
-        weight_decay=solver.weight_decay,
-        weight_decay_norm=solver.weight_decay_norm,
-        weight_decay_bias=solver.weight_decay_bias,
-        bias_lr_factor=solver.bias_lr_factor,
-        clip_gradients=GradientClipConfig(clip.clip_type, clip.clip_value, clip.norm_type)
-        if clip.enabled
-        else None,
-    )
+    optimizer = build_optimizer_from_config(model, solver)
     scheduler = build_lr_scheduler(
         optimizer,
         solver.lr_scheduler_name,

@@ -16,6 +16,7 @@ from detcore.engine.train.lr_scheduler import LRMultiplier, WarmupMultiplier, bu
 from detcore.engine.train.optimizer import (
     GradientClipConfig,
     build_optimizer,
+    build_optimizer_from_config,
     clip_gradients,
     get_default_optimizer_params,
     maybe_add_gradient_clipping,
@@ -43,6 +44,7 @@ __all__ = [
     "WarmupMultiplier",
     "build_lr_scheduler",
     "build_optimizer",
+    "build_optimizer_from_config",
     "clip_gradients",
     "create_ddp_model",
     "get_default_optimizer_params",

@@ -15,6 +15,7 @@ __all__ = [
     "NORM_MODULE_TYPES",
     "GradientClipConfig",
     "build_optimizer",
+    "build_optimizer_from_config",
     "clip_gradients",
     "get_default_optimizer_params",
     "maybe_add_gradient_clipping",
@@ -194,3 +195,23 @@ def build_optimizer(
     else:
         raise ValueError(f"build_optimizer: name must be 'SGD' or 'AdamW', got {name!r}")
     return maybe_add_gradient_clipping(opt, clip_gradients)
+
+
+def build_optimizer_from_config(model: nn.Module, solver) -> torch.optim.Optimizer:
+    """:func:`build_optimizer` with every setting (and gradient clipping) from a detcore ``cfg.solver``
+    (:class:`~detcore.archs.SolverConfig`), as ``detcore train`` builds it."""
+    clip = solver.clip_gradients
+    return build_optimizer(
+        model,
+        solver.optimizer,
+        solver.base_lr,
+        momentum=solver.momentum,
+        nesterov=solver.nesterov,
+        weight_decay=solver.weight_decay,
+        weight_decay_norm=solver.weight_decay_norm,
+        weight_decay_bias=solver.weight_decay_bias,
+        bias_lr_factor=solver.bias_lr_factor,
+        clip_gradients=GradientClipConfig(clip.clip_type, clip.clip_value, clip.norm_type)
+        if clip.enabled
+        else None,
+    )
