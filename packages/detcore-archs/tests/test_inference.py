@@ -280,3 +280,65 @@ def test_cpu_uses_fused_onednn_convolutions(tiny_overrides):
     out = f.relu(f.conv2d(out, c2.weight, c2.bias, c2.stride, c2.padding))
     expected = f.relu(f.conv2d(out, c3.weight, c3.bias) + x)
     torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-5)
+
+
+def _winograd_convs(model: nn.Module) -> list[str]:
+    return [name for name, m in model.named_modules() if getattr(m, "_winograd", False)]
+
+
+@torch.no_grad()
+def test_winograd_runs_on_wide_3x3_convs_and_matches_direct():
+    """R-50 RetinaNet: every 3x3 / stride-1 conv with >= 128 channels runs Winograd F(4x4, 3x3) on large enough
+    maps (res3-res5 conv2, FPN outputs, the head subnets), the rest stays oneDNN, and outputs equal the
+    direct-convolution optimisation's within the transform's rounding."""
+    plain, opt = _pair("retinanet_R_50_FPN", [], seed=8)
+    direct = optimize_for_inference(copy.deepcopy(plain), winograd=False)
+    assert _winograd_convs(direct) == []
+    names = set(_winograd_convs(opt))
+    expected = {
+        name
+        for name, m in plain.named_modules()
+        if isinstance(m, nn.Conv2d)
+        and m.kernel_size == (3, 3)
+        and m.stride == (1, 1)
+        and m.in_channels >= 128
+        and m.out_channels >= 128
+    }
+    assert names == expected
+    assert "backbone.fpn_output3" in names and "head.cls_subnet.0" in names
+    assert "backbone.bottom_up.res2.0.conv2" not in names  # 64 channels
+    assert "head.cls_score" in names  # 256 -> 80 * 9 anchors
+    assert "head.bbox_pred" not in names  # 256 -> 4 * 9
+    image = _image(9, 320, 416)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        out_opt = opt([{"image": image}])[0]["instances"]
+    calls = {e.key: e.count for e in prof.key_averages()}
+    # maps of >= 24 4x4 tiles: res3 (40x52, 4 blocks), res4 (20x26, 6 blocks), FPN outputs P3, P4, and the 4 + 4
+    # subnet convs + cls_score on P3 and P4; res5 (10x13: 12 tiles) and P5-P7 stay on oneDNN
+    assert calls.get("detcore::conv3x3_winograd", 0) == 4 + 6 + 2 + 2 * 9
+    out_direct = direct([{"image": image}])[0]["instances"]
+    _, f_opt = _features(opt, image)
+    _, f_direct = _features(direct, image)
+    for k in f_opt:
+        _rel_close(f_direct[k], f_opt[k], rel=1e-4)
+    levels = [f_direct[k] for k in plain.head_in_features]
+    for a, b in zip(direct.head(levels), opt.head(levels)):
+        for x, y in zip(a, b):
+            _rel_close(x, y, rel=1e-4)
+    assert len(out_opt) == len(out_direct)
+    torch.testing.assert_close(out_opt.scores, out_direct.scores, atol=1e-4, rtol=0)
+
+
+@torch.no_grad()
+def test_winograd_weights_follow_checkpoint_loading():
+    """The cached transformed weights are rebuilt when load_state_dict changes the conv's weight."""
+    conv_name = "backbone.fpn_output2"
+    a, opt = _pair("faster_rcnn_R_50_FPN", [], seed=10)
+    b, _ = _pair("faster_rcnn_R_50_FPN", [], seed=11)
+    conv = opt.get_submodule(conv_name)
+    assert conv._winograd
+    x = torch.randn(1, conv.in_channels, 24, 28)
+    before = conv(x)
+    torch.testing.assert_close(before, a.get_submodule(conv_name)(x), rtol=1e-4, atol=1e-4)
+    opt.load_state_dict(b.state_dict())  # original (unfolded) keys of another model
+    torch.testing.assert_close(conv(x), b.get_submodule(conv_name)(x), rtol=1e-4, atol=1e-4)

@@ -12,4 +12,5 @@ PYBIND11_MODULE(_C, m) {
   detcore::register_roi_align_rotated(m);
   detcore::register_deform_conv(m);
   detcore::register_paste_masks(m);
+  detcore::register_winograd(m);
 }

@@ -11,4 +11,5 @@ void register_roi_pool(pybind11::module_& m);
 void register_roi_align_rotated(pybind11::module_& m);
 void register_deform_conv(pybind11::module_& m);
 void register_paste_masks(pybind11::module_& m);
+void register_winograd(pybind11::module_& m);
 }  // namespace detcore

@@ -69,6 +69,10 @@ from detcore.ops.rotated import (
     box_iou_rotated,
     nms_rotated,
 )
+from detcore.ops.winograd import (
+    conv3x3_winograd,
+    winograd_weight,
+)
 
 __all__ = [
     "ASPP",
@@ -97,6 +101,7 @@ __all__ = [
     "c2_xavier_fill",
     "cat",
     "ciou_loss",
+    "conv3x3_winograd",
     "deform_conv2d",
     "diou_loss",
     "fold_frozen_bn_into_conv",
@@ -115,4 +120,5 @@ __all__ = [
     "sigmoid_focal_loss_star",
     "sigmoid_focal_loss_star_jit",
     "smooth_l1_loss",
+    "winograd_weight",
 ]
