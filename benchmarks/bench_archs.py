@@ -374,7 +374,7 @@ def run(report) -> None:
             t_opt,
             t_tv,
             f"torchvision {tv_name}",
-            f"detcore.archs.optimize_for_inference (folded norms, channels-last, fused oneDNN conv+ReLU/add); "
+            f"detcore.archs.optimize_for_inference (folded norms, channels-last, fused oneDNN conv+ReLU/add, Winograd F(4x4,3x3) for wide 3x3 convs); "
             f"{n_opt}/{n_tv} detections; peak RSS detcore {_mem_note(mem_opt)}, torchvision "
             f"{_mem_note(mem_tv)}{extra}",
         )

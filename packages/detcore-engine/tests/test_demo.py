@@ -35,6 +35,8 @@ def test_demo_writes_outputs_and_reports_missed_targets(tmp_path):
         "2",
         "--threads",
         "1",
+        "--seed",
+        "3",
         "solver.max_iter=2",
         "solver.steps=[]",
         "solver.warmup_iters=1",
@@ -44,6 +46,7 @@ def test_demo_writes_outputs_and_reports_missed_targets(tmp_path):
     assert demo.main(argv) == 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"] == demo.DEMO_CONFIG
+    assert summary["seed"] == 3 and summary["torch_threads"] == 1
     assert summary["passed"]["bbox_AP"] is False and summary["passed"]["segm_AP"] is False
     results = json.loads((out / "eval" / "results.json").read_text())
     assert summary["measured"]["bbox_AP"] == results["bbox"]["AP"]

@@ -22,8 +22,9 @@ What it does (in place, to a model in eval mode):
    convs) on maps of at least 24 4x4 tiles run as :func:`detcore.ops.conv3x3_winograd` (bias and ReLU
    fused): 4x fewer multiplications, measured x1.7-2.4 faster per convolution than oneDNN's direct kernel
    on this project's 2-core benchmark machine. The transformed weights are cached per conv and rebuilt
-   when the weight changes. Rounding error is about 4x the direct convolution's (~1e-5 of the output's
-   magnitude).
+   when the weight changes; they take 4x the memory of the weights they come from (R-50-FPN RetinaNet:
+   ~310 MB more peak memory at 800x1333, see BENCHMARKS.md; ``winograd=False`` avoids it). Rounding error
+   is about 4x the direct convolution's (~1e-5 of the output's magnitude).
 
 Pixel normalisation is *not* folded into the first convolution: the model pads the normalised image
 with zeros (``ImageList.from_tensors``), so a folded mean would change the values the stem sees in the

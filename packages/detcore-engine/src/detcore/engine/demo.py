@@ -40,6 +40,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-root", default="outputs/shapes", help="shapes dataset directory (made or reused)")
     p.add_argument("--num-predictions", type=int, default=8, help="held-out images drawn with predictions")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training run (detcore train --seed)")
     p.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides passed to detcore train"
     )
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             str(args.data_root),
             "--output-dir",
             str(out),
+            "--seed",
+            str(args.seed),
             *args.overrides,
         ]
     )
@@ -117,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": DEMO_CONFIG,
         "overrides": args.overrides,
         "torch_threads": args.threads,
+        "seed": args.seed,
         "timings": {k: round(v, 1) for k, v in timings.items()},
         "results": results,
         "targets": TARGETS,
