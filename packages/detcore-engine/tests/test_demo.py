@@ -19,6 +19,10 @@ def test_demo_config_is_the_documented_recipe():
     assert cfg.model.roi_heads.num_classes == 3
     assert cfg.model.backbone.resnet.norm == "BN" and cfg.model.backbone.resnet.freeze_at == 0
     assert cfg.solver.optimizer == "AdamW" and cfg.solver.clip_gradients.enabled
+    # the schedule README.md's demo table was measured with
+    assert (cfg.solver.base_lr, cfg.solver.max_iter, cfg.solver.warmup_iters) == (0.0024, 1000, 250)
+    assert cfg.solver.lr_scheduler_name == "WarmupCosineLR" and cfg.solver.ims_per_batch == 4
+    assert cfg.model.roi_heads.batch_size_per_image == 256
     assert cfg.input.min_size_test == 256
 
 
