@@ -58,17 +58,21 @@ def test_r50_fpn_shapes_from_seed_article():
     }
 
 
+# p3..p7 of a 256-channel FPN on a 256x384 image (strides 8..128)
+P3_P7_AT_256x384 = {
+    "p3": [1, 256, 32, 48],
+    "p4": [1, 256, 16, 24],
+    "p5": [1, 256, 8, 12],
+    "p6": [1, 256, 4, 6],
+    "p7": [1, 256, 2, 3],
+}
+
+
 def test_retinanet_fpn_levels():
     with torch.device("meta"):
         model = build_retinanet_resnet_fpn_backbone(ResNetFPNConfig.base_retinanet())
         out = model(torch.empty(1, 3, 256, 384))
-    assert {k: list(v.shape) for k, v in out.items()} == {
-        "p3": [1, 256, 32, 48],
-        "p4": [1, 256, 16, 24],
-        "p5": [1, 256, 8, 12],
-        "p6": [1, 256, 4, 6],
-        "p7": [1, 256, 2, 3],
-    }
+    assert {k: list(v.shape) for k, v in out.items()} == P3_P7_AT_256x384
     assert model.top_block.in_feature == "res5" and model.top_block.p6.in_channels == 2048
 
 
@@ -78,13 +82,7 @@ def test_fcos_fpn_takes_p6_from_p5():
         model = build_fcos_resnet_fpn_backbone(ResNetFPNConfig.base_retinanet())
         out = model(torch.empty(1, 3, 256, 384))
         retina = build_retinanet_resnet_fpn_backbone(ResNetFPNConfig.base_retinanet())
-    assert {k: list(v.shape) for k, v in out.items()} == {
-        "p3": [1, 256, 32, 48],
-        "p4": [1, 256, 16, 24],
-        "p5": [1, 256, 8, 12],
-        "p6": [1, 256, 4, 6],
-        "p7": [1, 256, 2, 3],
-    }
+    assert {k: list(v.shape) for k, v in out.items()} == P3_P7_AT_256x384
     assert model.top_block.in_feature == "p5"
     sd, ref = model.state_dict(), retina.state_dict()
     assert list(sd) == list(ref)  # detectron2's names

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -278,6 +278,22 @@ def _check_fpn_cfg(cfg: ResNetFPNConfig) -> None:
         )
 
 
+def _resnet_fpn(
+    cfg: ResNetFPNConfig, input_shape: ShapeSpec | None, top_block: Callable[[Backbone], nn.Module]
+) -> FPN:
+    """A ResNet bottom-up + FPN from ``cfg``; ``top_block(bottom_up)`` makes the extra levels' block."""
+    _check_fpn_cfg(cfg)
+    bottom_up = build_resnet_backbone(cfg.resnet, input_shape)
+    return FPN(
+        bottom_up=bottom_up,
+        in_features=cfg.fpn.in_features,
+        out_channels=cfg.fpn.out_channels,
+        norm=cfg.fpn.norm,
+        top_block=top_block(bottom_up),
+        fuse_type=cfg.fpn.fuse_type,
+    )
+
+
 def build_resnet_fpn_backbone(cfg: ResNetFPNConfig, input_shape: ShapeSpec | None = None) -> FPN:
     """ResNet + FPN with a P6 max-pool level, as detectron2's ``build_resnet_fpn_backbone``.
 
@@ -290,16 +306,7 @@ def build_resnet_fpn_backbone(cfg: ResNetFPNConfig, input_shape: ShapeSpec | Non
     Returns:
         FPN: the backbone, outputs p2..p6 for in_features res2..res5.
     """
-    _check_fpn_cfg(cfg)
-    bottom_up = build_resnet_backbone(cfg.resnet, input_shape)
-    return FPN(
-        bottom_up=bottom_up,
-        in_features=cfg.fpn.in_features,
-        out_channels=cfg.fpn.out_channels,
-        norm=cfg.fpn.norm,
-        top_block=LastLevelMaxPool(),
-        fuse_type=cfg.fpn.fuse_type,
-    )
+    return _resnet_fpn(cfg, input_shape, lambda bottom_up: LastLevelMaxPool())
 
 
 def build_retinanet_resnet_fpn_backbone(cfg: ResNetFPNConfig, input_shape: ShapeSpec | None = None) -> FPN:
@@ -314,22 +321,16 @@ def build_retinanet_resnet_fpn_backbone(cfg: ResNetFPNConfig, input_shape: Shape
     Returns:
         FPN: the backbone, outputs p3..p7 for in_features res3..res5.
     """
-    _check_fpn_cfg(cfg)
-    bottom_up = build_resnet_backbone(cfg.resnet, input_shape)
-    shapes = bottom_up.output_shape()
-    if "res5" not in shapes:
-        raise ValueError(
-            f"resnet.out_features must include 'res5' (P6/P7 are computed from it), got {list(shapes)}"
-        )
-    out_channels = cfg.fpn.out_channels
-    return FPN(
-        bottom_up=bottom_up,
-        in_features=cfg.fpn.in_features,
-        out_channels=out_channels,
-        norm=cfg.fpn.norm,
-        top_block=LastLevelP6P7(int(shapes["res5"].channels), out_channels, in_feature="res5"),
-        fuse_type=cfg.fpn.fuse_type,
-    )
+
+    def p6p7_from_res5(bottom_up: Backbone) -> LastLevelP6P7:
+        shapes = bottom_up.output_shape()
+        if "res5" not in shapes:
+            raise ValueError(
+                f"resnet.out_features must include 'res5' (P6/P7 are computed from it), got {list(shapes)}"
+            )
+        return LastLevelP6P7(int(shapes["res5"].channels), cfg.fpn.out_channels, in_feature="res5")
+
+    return _resnet_fpn(cfg, input_shape, p6p7_from_res5)
 
 
 def build_fcos_resnet_fpn_backbone(cfg: ResNetFPNConfig, input_shape: ShapeSpec | None = None) -> FPN:
@@ -348,14 +349,5 @@ def build_fcos_resnet_fpn_backbone(cfg: ResNetFPNConfig, input_shape: ShapeSpec 
     Returns:
         FPN: the backbone, outputs p3..p7 for in_features res3..res5.
     """
-    _check_fpn_cfg(cfg)
-    bottom_up = build_resnet_backbone(cfg.resnet, input_shape)
-    out_channels = cfg.fpn.out_channels
-    return FPN(
-        bottom_up=bottom_up,
-        in_features=cfg.fpn.in_features,
-        out_channels=out_channels,
-        norm=cfg.fpn.norm,
-        top_block=LastLevelP6P7(out_channels, out_channels, in_feature="p5"),
-        fuse_type=cfg.fpn.fuse_type,
-    )
+    width = cfg.fpn.out_channels
+    return _resnet_fpn(cfg, input_shape, lambda bottom_up: LastLevelP6P7(width, width, in_feature="p5"))

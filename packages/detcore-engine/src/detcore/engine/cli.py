@@ -97,16 +97,6 @@ def _num_classes(cfg) -> int | None:
     return getattr(roi, "num_classes", None) if roi is not None else None
 
 
-def _uses_masks(cfg) -> bool:
-    roi = cfg.model.roi_heads
-    return bool(getattr(roi, "mask_on", False)) if roi is not None else False
-
-
-def _uses_keypoints(cfg) -> bool:
-    roi = cfg.model.roi_heads
-    return bool(getattr(roi, "keypoint_on", False)) if roi is not None else False
-
-
 def _categories(json_file: str | os.PathLike) -> list[dict]:
     with open(json_file) as f:
         cats = json.load(f).get("categories", [])
@@ -256,6 +246,7 @@ def _evaluate(model, cfg, split: _Split, classes: list[str] | None, out_dir: Pat
     """COCO AP of ``model`` on ``split``; writes ``out_dir/results.json``. With ``cfg.test.aug.enabled``
     the model runs under :class:`~detcore.archs.GeneralizedRCNNWithTTA` (detectron2's ``TEST.AUG``)."""
     from detcore.engine.data import build_detection_test_loader
+    from detcore.engine.data.mapper import roi_heads_flag
     from detcore.engine.evaluation import COCOEvaluator, inference_on_dataset
 
     if split.json_file is None:
@@ -269,7 +260,9 @@ def _evaluate(model, cfg, split: _Split, classes: list[str] | None, out_dir: Pat
             raise CLIError(f"test.aug.enabled=true: {e}") from e
     loader = build_detection_test_loader(split.dicts_fn(), mapper=_test_mapper(cfg))
     tasks = (
-        ["bbox"] + (["segm"] if _uses_masks(cfg) else []) + (["keypoints"] if _uses_keypoints(cfg) else [])
+        ["bbox"]
+        + (["segm"] if roi_heads_flag(cfg, "mask_on") else [])
+        + (["keypoints"] if roi_heads_flag(cfg, "keypoint_on") else [])
     )
     evaluator = COCOEvaluator(split.json_file, thing_classes=classes, tasks=tasks)
     results = dict(inference_on_dataset(model, loader, evaluator))

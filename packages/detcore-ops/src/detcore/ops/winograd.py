@@ -117,8 +117,8 @@ def _conv3x3_winograd_op(x: Tensor, u: Tensor, bias: Tensor | None, relu: bool) 
     for t0 in range(0, tiles, chunk):
         t1 = min(tiles, t0 + chunk)
         k = t1 - t0
-        vk = v[:, :k] if k == chunk else v.view(-1)[: 36 * k * c].view(36, k, c)
-        mk = m[:, :k] if k == chunk else m.view(-1)[: 36 * k * co].view(36, k, co)
+        vk = v.view(-1)[: 36 * k * c].view(36, k, c)  # contiguous [36, k, c]: rows of the native layout
+        mk = m.view(-1)[: 36 * k * co].view(36, k, co)
         lib.winograd_f43_input(xc.data_ptr(), n, h, w, c, t0, t1, vk.data_ptr(), threads)
         torch.bmm(vk, uc, out=mk)
         lib.winograd_f43_output(

@@ -14,6 +14,11 @@ from detcore.engine.data.transforms import AugInput, Augmentation, AugmentationL
 __all__ = ["DatasetMapper"]
 
 
+def roi_heads_flag(cfg, name: str) -> bool:
+    """``cfg.model.roi_heads.<name>`` (``mask_on`` / ``keypoint_on``), False for models without ROI heads."""
+    return bool(getattr(cfg.model.roi_heads, name, False)) if cfg.model.roi_heads is not None else False
+
+
 class DatasetMapper:
     """Read the image, apply the augmentations to it and its annotations, and build ``Instances``.
 
@@ -84,7 +89,6 @@ class DatasetMapper:
             raise ValueError(
                 f"input.random_flip must be 'horizontal', 'vertical' or 'none', got {inp.random_flip!r}"
             )
-        roi = cfg.model.roi_heads
         if not is_train:
             augs = [ResizeShortestEdge([inp.min_size_test] * 2, inp.max_size_test)]
             return {"is_train": False, "augmentations": augs, "image_format": cfg.model.input_format}
@@ -97,9 +101,9 @@ class DatasetMapper:
             "is_train": True,
             "augmentations": augs,
             "image_format": cfg.model.input_format,
-            "use_instance_mask": bool(getattr(roi, "mask_on", False)) if roi is not None else False,
+            "use_instance_mask": roi_heads_flag(cfg, "mask_on"),
             "instance_mask_format": inp.mask_format,
-            "use_keypoint": bool(getattr(roi, "keypoint_on", False)) if roi is not None else False,
+            "use_keypoint": roi_heads_flag(cfg, "keypoint_on"),
         }
 
     def _transform_annotations(self, dataset_dict: dict, transforms, image_shape: tuple[int, int]) -> None:
